@@ -1,0 +1,16 @@
+//! Sluice broker: a Kafka-wire-compatible streaming broker.
+//!
+//! Module map:
+//! - [`config`]: broker configuration (YAML file, CLI flags, `SLUICE_*` env) and
+//!   the topic-level configs with their broker-level defaults.
+//! - [`commitlog`]: the on-disk log of one partition (segments, indexes, recovery,
+//!   retention).
+//! - [`partition`]: one partition replica: its log, high watermark and waiters.
+//! - [`topics`]: the topic registry (names, partition counts, config overrides),
+//!   persisted in the data directory.
+//! - [`flusher`]: group commit: one fsync covers every batch that arrived meanwhile.
+//! - [`server`], [`connection`]: accept loop, framing, graceful shutdown.
+//! - [`handler`]: one file per Kafka API; Kafka error codes are chosen there only.
+
+pub mod commitlog;
+pub mod config;
