@@ -1,6 +1,9 @@
 //! Sluice broker: a Kafka-wire-compatible streaming broker.
 //!
 //! Module map:
+//! - [`alloc`]: a global allocator that keeps malformed requests from
+//!   aborting the process.
+//! - [`broker`]: the state one broker shares between connections.
 //! - [`config`]: broker configuration (YAML file, CLI flags, `SLUICE_*` env) and
 //!   the topic-level configs with their broker-level defaults.
 //! - [`commitlog`]: the on-disk log of one partition (segments, indexes, recovery,
@@ -12,5 +15,13 @@
 //! - [`server`], [`connection`]: accept loop, framing, graceful shutdown.
 //! - [`handler`]: one file per Kafka API; Kafka error codes are chosen there only.
 
+pub mod alloc;
+pub mod broker;
 pub mod commitlog;
 pub mod config;
+pub mod connection;
+pub mod flusher;
+pub mod handler;
+pub mod partition;
+pub mod server;
+pub mod topics;

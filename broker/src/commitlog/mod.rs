@@ -1,1 +1,684 @@
-pub mod placeholder {}
+//! The on-disk log of one partition, laid out like Kafka's: one directory per
+//! partition, segments `{base_offset:020}.log` holding record batches exactly as
+//! producers sent them (only `baseOffset` and `partitionLeaderEpoch` stamped), each
+//! with a sparse offset index and a time index. The byte-level format is in
+//! `docs/log-format.md`.
+//!
+//! - [`batch`]: v2 batch header parsing and validation.
+//! - `segment`: one `.log` file and its indexes.
+//! - `index`, `time_index`: the memory-mapped `.index` and `.timeindex`.
+//! - `recovery`: opening a directory, checkpoints, cutting torn tails.
+//! - `retention`: time- and size-based deletion of old segments.
+//!
+//! A [`Log`] is used behind the partition's mutex: every method is synchronous and
+//! short. The only fsyncs inside [`Log::append`] are of the directory and of small
+//! index files when a segment rolls; data is made durable by a flusher thread
+//! through [`Log::sync_target`] without holding the lock (group commit).
+
+pub mod batch;
+mod index;
+mod recovery;
+mod retention;
+mod segment;
+mod time_index;
+
+use std::fmt;
+use std::fs::{self, File};
+use std::io;
+use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Arc;
+use std::time::{SystemTime, UNIX_EPOCH};
+
+use bytes::Bytes;
+
+pub use batch::BatchError;
+pub use retention::{DeletedSegment, DeletionReason, RetentionReport};
+
+use recovery::{LOG_START_OFFSET_FILE, RECOVERY_POINT_FILE};
+use segment::Segment;
+
+/// Errors of the commit log. Kafka error codes are chosen by the handlers.
+#[derive(Debug, thiserror::Error)]
+pub enum Error {
+    #[error("I/O error on {}: {source}", path.display())]
+    Io {
+        path: PathBuf,
+        #[source]
+        source: io::Error,
+    },
+    #[error(transparent)]
+    InvalidBatch(#[from] BatchError),
+    #[error(
+        "the log in {} refuses writes because an earlier write or fsync failed ({cause}); \
+         restart the broker so recovery can check the log",
+        dir.display()
+    )]
+    Poisoned { dir: PathBuf, cause: String },
+    #[error("offset {offset} is out of range: the log holds offsets {log_start} up to {log_end}")]
+    OffsetOutOfRange {
+        offset: i64,
+        log_start: i64,
+        log_end: i64,
+    },
+}
+
+/// Maps an `io::Error` to [`Error::Io`] naming `path`.
+pub(crate) fn io_at(path: &Path) -> impl FnOnce(io::Error) -> Error + '_ {
+    move |source| Error::Io {
+        path: path.to_path_buf(),
+        source,
+    }
+}
+
+/// Per-partition log settings (Kafka's topic configs of the same names).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct LogConfig {
+    /// `segment.bytes`: roll when the active segment would exceed this.
+    pub segment_bytes: u64,
+    /// `segment.ms`: roll when the active segment is this old (0 or less: never).
+    pub segment_ms: i64,
+    /// `segment.index.bytes`: preallocated size of each index file.
+    pub segment_index_bytes: u64,
+    /// `index.interval.bytes`: bytes between offset index entries.
+    pub index_interval_bytes: u64,
+    /// `retention.ms`: delete segments whose newest record is older (-1: never).
+    pub retention_ms: i64,
+    /// `retention.bytes`: delete old segments while the log is larger (-1: never).
+    pub retention_bytes: i64,
+}
+
+impl Default for LogConfig {
+    /// Kafka's defaults.
+    fn default() -> Self {
+        LogConfig {
+            segment_bytes: 1024 * 1024 * 1024,
+            segment_ms: 7 * 24 * 60 * 60 * 1000,
+            segment_index_bytes: 10 * 1024 * 1024,
+            index_interval_bytes: 4096,
+            retention_ms: 7 * 24 * 60 * 60 * 1000,
+            retention_bytes: -1,
+        }
+    }
+}
+
+/// What an append wrote.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct AppendInfo {
+    /// Offset given to the first record.
+    pub base_offset: i64,
+    /// Offset of the last record (`log_end_offset() - 1` after the append).
+    pub last_offset: i64,
+    /// Largest batch `maxTimestamp` of the payload (-1 if none).
+    pub max_timestamp: i64,
+    pub record_count: u64,
+}
+
+/// Files to fsync so that everything below `end_offset` is durable, taken under
+/// the lock and synced without it. See [`Log::sync_target`].
+#[derive(Debug, Clone)]
+pub struct SyncTarget {
+    files: Vec<Arc<File>>,
+    end_offset: i64,
+}
+
+impl SyncTarget {
+    /// The log end offset the files cover.
+    pub fn end_offset(&self) -> i64 {
+        self.end_offset
+    }
+
+    /// True when there is nothing to sync.
+    pub fn is_empty(&self) -> bool {
+        self.files.is_empty()
+    }
+
+    /// fdatasync of every file (the segments' logs and their memory-mapped
+    /// indexes, whose dirty pages the fsync writes back).
+    pub fn sync(&self) -> io::Result<()> {
+        for f in &self.files {
+            f.sync_data()?;
+        }
+        Ok(())
+    }
+}
+
+fn wall_clock_ms() -> i64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map_or(0, |d| d.as_millis() as i64)
+}
+
+/// The log of one partition.
+pub struct Log {
+    dir: PathBuf,
+    config: LogConfig,
+    /// Sorted by base offset, contiguous, never empty; the last is active.
+    segments: Vec<Segment>,
+    log_start_offset: i64,
+    next_offset: i64,
+    /// Everything below is known to be fsynced.
+    recovery_point: i64,
+    last_flush_ms: i64,
+    /// Bumped by every truncation. `mark_flushed` is ignored unless a sync
+    /// target was taken since the last truncation, so a target taken before it
+    /// cannot advance the recovery point over rewritten offsets.
+    generation: u64,
+    target_generation: AtomicU64,
+    poisoned: Option<String>,
+    /// Reused buffer for stamping appends.
+    scratch: Vec<u8>,
+}
+
+impl fmt::Debug for Log {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Log")
+            .field("dir", &self.dir)
+            .field("log_start_offset", &self.log_start_offset)
+            .field("log_end_offset", &self.next_offset)
+            .field("recovery_point", &self.recovery_point)
+            .field("segments", &self.segments.len())
+            .field("poisoned", &self.poisoned)
+            .finish()
+    }
+}
+
+/// The scratch buffer is kept between appends unless a huge payload grew it.
+const MAX_KEPT_SCRATCH: usize = 8 * 1024 * 1024;
+
+impl Log {
+    /// Opens (creating if missing) the partition directory `dir` and recovers it.
+    pub fn open(dir: &Path, config: LogConfig) -> Result<Log, Error> {
+        if !dir.is_dir() {
+            fs::create_dir_all(dir).map_err(io_at(dir))?;
+            if let Some(parent) = dir.parent() {
+                recovery::sync_dir(parent).map_err(io_at(parent))?;
+            }
+        }
+        let now = wall_clock_ms();
+        let loaded = recovery::load(dir, &config, now)?;
+        Ok(Log {
+            dir: dir.to_path_buf(),
+            config,
+            segments: loaded.segments,
+            log_start_offset: loaded.log_start_offset,
+            next_offset: loaded.next_offset,
+            recovery_point: loaded.next_offset,
+            last_flush_ms: now,
+            generation: 0,
+            target_generation: AtomicU64::new(0),
+            poisoned: None,
+            scratch: Vec::new(),
+        })
+    }
+
+    pub fn dir(&self) -> &Path {
+        &self.dir
+    }
+
+    pub fn config(&self) -> &LogConfig {
+        &self.config
+    }
+
+    /// Applies new settings; size limits apply from the next roll on.
+    pub fn set_config(&mut self, config: LogConfig) {
+        self.config = config;
+    }
+
+    pub fn log_start_offset(&self) -> i64 {
+        self.log_start_offset
+    }
+
+    pub fn log_end_offset(&self) -> i64 {
+        self.next_offset
+    }
+
+    /// Bytes of batches on disk (log files only).
+    pub fn size_bytes(&self) -> u64 {
+        self.segments.iter().map(Segment::size).sum()
+    }
+
+    pub fn segment_count(&self) -> usize {
+        self.segments.len()
+    }
+
+    /// Offset below which everything is known to be fsynced.
+    pub fn recovery_point(&self) -> i64 {
+        self.recovery_point
+    }
+
+    /// Messages (offsets) appended since the last successful flush.
+    pub fn unflushed_messages(&self) -> u64 {
+        (self.next_offset - self.recovery_point).max(0) as u64
+    }
+
+    /// Wall-clock time of the last successful flush (or of opening).
+    pub fn last_flush_ms(&self) -> i64 {
+        self.last_flush_ms
+    }
+
+    pub fn is_poisoned(&self) -> bool {
+        self.poisoned.is_some()
+    }
+
+    fn active(&self) -> &Segment {
+        // `segments` is never empty.
+        &self.segments[self.segments.len() - 1]
+    }
+
+    fn check_writable(&self) -> Result<(), Error> {
+        match &self.poisoned {
+            Some(cause) => Err(Error::Poisoned {
+                dir: self.dir.clone(),
+                cause: cause.clone(),
+            }),
+            None => Ok(()),
+        }
+    }
+
+    /// Marks the log as failed: every later write and flush returns
+    /// [`Error::Poisoned`]. Called by the flusher when an fsync fails.
+    pub fn poison(&mut self, err: io::Error) {
+        if self.poisoned.is_none() {
+            tracing::error!(dir = %self.dir.display(), error = %err, "log poisoned: refusing further writes");
+            self.poisoned = Some(err.to_string());
+        }
+    }
+
+    fn poisoned_io(&mut self, path: &Path, err: io::Error) -> Error {
+        let cause = io::Error::new(err.kind(), err.to_string());
+        self.poison(cause);
+        io_at(path)(err)
+    }
+
+    /// Validates every batch of `records` (nothing is written if one fails),
+    /// assigns offsets from the log end, stamps `partitionLeaderEpoch`, rolls the
+    /// segment if needed and writes everything with one positional write.
+    pub fn append(
+        &mut self,
+        records: &[u8],
+        leader_epoch: i32,
+        now_ms: i64,
+    ) -> Result<AppendInfo, Error> {
+        self.check_writable()?;
+        let summary = batch::validate_payload(records)?;
+        let base_offset = self.next_offset;
+        let last_offset = base_offset + summary.offsets - 1;
+        if self.active().should_roll(
+            &self.config,
+            records.len() as u64,
+            last_offset,
+            summary.max_timestamp,
+            now_ms,
+        ) {
+            self.roll(now_ms)?;
+        }
+
+        let mut scratch = std::mem::take(&mut self.scratch);
+        scratch.clear();
+        scratch.extend_from_slice(records);
+        let mut next = base_offset;
+        let mut pos = 0;
+        while let Some(header) = batch::BatchHeader::parse(&scratch[pos..]) {
+            batch::stamp(&mut scratch[pos..], next, leader_epoch);
+            next += i64::from(header.last_offset_delta) + 1;
+            pos += header.total_len();
+        }
+        let last = self.segments.len() - 1;
+        let written = self.segments[last].append(&scratch, &self.config);
+        if scratch.capacity() <= MAX_KEPT_SCRATCH {
+            self.scratch = scratch;
+        }
+        if let Err(e) = written {
+            let path = self.segments[last].log_path().to_path_buf();
+            return Err(self.poisoned_io(&path, e));
+        }
+        self.next_offset = next;
+        Ok(AppendInfo {
+            base_offset,
+            last_offset: next - 1,
+            max_timestamp: summary.max_timestamp,
+            record_count: summary.records,
+        })
+    }
+
+    /// Closes the active segment (final time index entry, trimmed indexes) and
+    /// starts a new one at the log end offset.
+    fn roll(&mut self, now_ms: i64) -> Result<(), Error> {
+        let last = self.segments.len() - 1;
+        let flushed = self.segments[last].next_offset() <= self.recovery_point;
+        let active = &mut self.segments[last];
+        let finished = active.finish().and_then(|()| {
+            // Data already flushed will not be synced again: make the trimmed
+            // indexes durable now.
+            if flushed {
+                active.sync_indexes()
+            } else {
+                Ok(())
+            }
+        });
+        if let Err(e) = finished {
+            let path = self.segments[last].log_path().to_path_buf();
+            return Err(self.poisoned_io(&path, e));
+        }
+        match Segment::create(&self.dir, self.next_offset, &self.config, now_ms) {
+            Ok(seg) => self.segments.push(seg),
+            Err(e) => {
+                let path = segment::file_path(&self.dir, self.next_offset, segment::LOG_EXT);
+                return Err(self.poisoned_io(&path, e));
+            }
+        }
+        if let Err(e) = recovery::sync_dir(&self.dir) {
+            let dir = self.dir.clone();
+            return Err(self.poisoned_io(&dir, e));
+        }
+        Ok(())
+    }
+
+    fn out_of_range(&self, offset: i64) -> Error {
+        Error::OffsetOutOfRange {
+            offset,
+            log_start: self.log_start_offset,
+            log_end: self.next_offset,
+        }
+    }
+
+    /// Index of the segment that would hold `offset`.
+    fn segment_for(&self, offset: i64) -> usize {
+        index::partition_point(self.segments.len(), |i| {
+            self.segments[i].base_offset() <= offset
+        })
+        .saturating_sub(1)
+    }
+
+    /// Whole batches starting with the one containing `offset`, up to `max_bytes`
+    /// (the first batch is always whole, even if larger) and stopping before any
+    /// batch whose base offset is `>= max_offset` (the high watermark). Empty at
+    /// the log end or at `max_offset`. One read never spans two segments; an
+    /// exhausted segment moves on to the next.
+    pub fn read(&self, offset: i64, max_bytes: usize, max_offset: i64) -> Result<Bytes, Error> {
+        if offset < self.log_start_offset || offset > self.next_offset {
+            return Err(self.out_of_range(offset));
+        }
+        if offset == self.next_offset || offset >= max_offset {
+            return Ok(Bytes::new());
+        }
+        for seg in &self.segments[self.segment_for(offset)..] {
+            if seg.base_offset() >= max_offset {
+                break;
+            }
+            if let Some(bytes) = seg
+                .read(offset, max_bytes, max_offset)
+                .map_err(io_at(seg.log_path()))?
+            {
+                return Ok(bytes);
+            }
+        }
+        Ok(Bytes::new())
+    }
+
+    /// ListOffsets by timestamp: the earliest offset (at or after the log start)
+    /// whose record timestamp is `>= ts`, with that timestamp. Uncompressed batches
+    /// are walked record by record; for a compressed batch (whose records are not
+    /// decompressed) or a log-append-time batch, the answer is the batch's first
+    /// offset and its `maxTimestamp`.
+    pub fn offset_for_timestamp(&self, ts: i64) -> Result<Option<(i64, i64)>, Error> {
+        let log_start = self.log_start_offset;
+        for seg in &self.segments {
+            if seg.next_offset() <= log_start || seg.max_timestamp() < ts {
+                continue;
+            }
+            let from = seg.time_lookup(ts).max(log_start);
+            let mut found = None;
+            seg.scan_from(from, |pos, h| {
+                if h.max_timestamp < ts {
+                    return Ok(true);
+                }
+                found = first_record_at_or_after(seg, pos, h, ts, log_start)?;
+                Ok(found.is_none())
+            })
+            .map_err(io_at(seg.log_path()))?;
+            if found.is_some() {
+                return Ok(found);
+            }
+        }
+        Ok(None)
+    }
+
+    /// ListOffsets MAX_TIMESTAMP: the record with the largest timestamp (the
+    /// earliest such), with the same compressed-batch rule as
+    /// [`Log::offset_for_timestamp`]. `None` for an empty log.
+    pub fn max_timestamp(&self) -> Result<Option<(i64, i64)>, Error> {
+        let log_start = self.log_start_offset;
+        // (timestamp, segment, base offset of the batch holding it)
+        let mut best: Option<(i64, usize, i64)> = None;
+        for (i, seg) in self.segments.iter().enumerate() {
+            if seg.next_offset() <= log_start || seg.is_empty() {
+                continue;
+            }
+            let candidate = if seg.offset_of_max_timestamp() >= log_start {
+                Some((seg.max_timestamp(), seg.offset_of_max_timestamp()))
+            } else {
+                // The log start cut into the segment: look at what is left.
+                let mut m: Option<(i64, i64)> = None;
+                seg.scan_from(log_start, |_, h| {
+                    if m.is_none_or(|(t, _)| h.max_timestamp > t) {
+                        m = Some((h.max_timestamp, h.base_offset));
+                    }
+                    Ok(true)
+                })
+                .map_err(io_at(seg.log_path()))?;
+                m
+            };
+            if let Some((ts, offset)) = candidate {
+                if best.is_none_or(|(t, _, _)| ts > t) {
+                    best = Some((ts, i, offset));
+                }
+            }
+        }
+        let Some((_, i, offset)) = best else {
+            return Ok(None);
+        };
+        let seg = &self.segments[i];
+        let Some((pos, h)) = seg.find_batch(offset).map_err(io_at(seg.log_path()))? else {
+            return Ok(None);
+        };
+        let first = h.base_offset.max(log_start);
+        if h.is_compressed() || h.is_log_append_time() {
+            return Ok(Some((first, h.max_timestamp)));
+        }
+        let bytes = seg
+            .read_exact(pos, h.total_len())
+            .map_err(io_at(seg.log_path()))?;
+        let mut best_record: Option<(i64, i64)> = None;
+        for record in batch::record_timestamps(&bytes, h) {
+            match record {
+                Ok((o, t)) if o >= log_start => {
+                    if best_record.is_none_or(|(_, bt)| t > bt) {
+                        best_record = Some((o, t));
+                    }
+                }
+                Ok(_) => {}
+                Err(_) => return Ok(Some((first, h.max_timestamp))),
+            }
+        }
+        Ok(best_record.or(Some((first, h.max_timestamp))))
+    }
+
+    /// DeleteRecords: moves the log start offset up to `offset` (at most the log
+    /// end), persists it, and deletes the segments wholly below it. Returns the
+    /// new log start offset.
+    pub fn delete_records_before(&mut self, offset: i64) -> Result<i64, Error> {
+        self.check_writable()?;
+        if offset > self.next_offset || offset < 0 {
+            return Err(self.out_of_range(offset));
+        }
+        if offset <= self.log_start_offset {
+            return Ok(self.log_start_offset);
+        }
+        recovery::write_checkpoint(&self.dir, LOG_START_OFFSET_FILE, offset)?;
+        self.log_start_offset = offset;
+        let n = self.segments_below_log_start();
+        for seg in self.segments.drain(..n) {
+            seg.delete();
+        }
+        Ok(offset)
+    }
+
+    /// How many leading segments lie wholly below the log start offset (never
+    /// the active one).
+    fn segments_below_log_start(&self) -> usize {
+        self.segments
+            .windows(2)
+            .take_while(|w| w[1].base_offset() <= self.log_start_offset)
+            .count()
+    }
+
+    /// Group commit, step 1 (under the lock): handles to every file written
+    /// since the last flush and the log end offset they cover. Step 2, without
+    /// the lock: [`SyncTarget::sync`]. Step 3, under the lock again:
+    /// [`Log::mark_flushed`] on success or [`Log::poison`] on failure.
+    pub fn sync_target(&self) -> SyncTarget {
+        let mut files = Vec::new();
+        if self.next_offset > self.recovery_point {
+            for seg in &self.segments {
+                if seg.next_offset() > self.recovery_point {
+                    files.extend(seg.sync_files());
+                }
+            }
+        }
+        self.target_generation
+            .store(self.generation, Ordering::Relaxed);
+        SyncTarget {
+            files,
+            end_offset: self.next_offset,
+        }
+    }
+
+    /// Records that the last [`SyncTarget`] was synced: the recovery point moves
+    /// up to `end_offset`, its [`SyncTarget::end_offset`]. Ignored if the log is
+    /// poisoned (an fsync after a failed one proves nothing) or was truncated
+    /// since the target was taken (its offsets may have been rewritten).
+    pub fn mark_flushed(&mut self, end_offset: i64) {
+        if self.poisoned.is_some()
+            || self.target_generation.load(Ordering::Relaxed) != self.generation
+        {
+            return;
+        }
+        self.recovery_point = self.recovery_point.max(end_offset.min(self.next_offset));
+        self.last_flush_ms = wall_clock_ms();
+    }
+
+    /// Flushes inline: fsync of everything written since the last flush. A
+    /// failure poisons the log.
+    pub fn flush(&mut self) -> Result<(), Error> {
+        self.check_writable()?;
+        let target = self.sync_target();
+        if let Err(e) = target.sync() {
+            let dir = self.dir.clone();
+            return Err(self.poisoned_io(&dir, e));
+        }
+        self.mark_flushed(target.end_offset());
+        Ok(())
+    }
+
+    /// Persists the recovery point (`recovery-point`, temp file + fsync +
+    /// rename). On the next open, segments wholly below it are trusted.
+    pub fn checkpoint(&self) -> Result<(), Error> {
+        recovery::write_checkpoint(&self.dir, RECOVERY_POINT_FILE, self.recovery_point)
+    }
+
+    /// Drops every batch at and after `offset`; a batch containing `offset` is
+    /// dropped whole, so the log end may end up below `offset`. Segments that
+    /// start at or after it are deleted. The recovery point is checkpointed.
+    pub fn truncate_to(&mut self, offset: i64) -> Result<(), Error> {
+        self.check_writable()?;
+        if offset >= self.next_offset {
+            return Ok(());
+        }
+        if offset < self.log_start_offset {
+            return Err(self.out_of_range(offset));
+        }
+        let mut deleted = false;
+        while self.segments.len() > 1 && self.active().base_offset() >= offset {
+            if let Some(seg) = self.segments.pop() {
+                seg.delete();
+                deleted = true;
+            }
+        }
+        let last = self.segments.len() - 1;
+        if let Err(e) = self.segments[last].truncate_to(offset, &self.config) {
+            let path = self.segments[last].log_path().to_path_buf();
+            return Err(self.poisoned_io(&path, e));
+        }
+        if deleted {
+            if let Err(e) = recovery::sync_dir(&self.dir) {
+                let dir = self.dir.clone();
+                return Err(self.poisoned_io(&dir, e));
+            }
+        }
+        self.next_offset = self.segments[last].next_offset();
+        self.generation += 1;
+        self.recovery_point = self.recovery_point.min(self.next_offset);
+        if self.log_start_offset > self.next_offset {
+            self.log_start_offset = self.next_offset;
+            recovery::write_checkpoint(&self.dir, LOG_START_OFFSET_FILE, self.log_start_offset)?;
+        }
+        self.checkpoint()
+    }
+
+    /// Clean shutdown: trims the active segment's indexes, flushes everything and
+    /// writes the recovery point.
+    pub fn close(mut self) -> Result<(), Error> {
+        self.check_writable()?;
+        let last = self.segments.len() - 1;
+        let finished = self.segments[last].finish();
+        if let Err(e) = finished {
+            let path = self.segments[last].log_path().to_path_buf();
+            return Err(self.poisoned_io(&path, e));
+        }
+        self.flush()?;
+        self.segments[last]
+            .sync_indexes()
+            .map_err(io_at(self.segments[last].log_path()))?;
+        self.checkpoint()
+    }
+
+    /// Deletes the partition directory and everything in it (DeleteTopics).
+    pub fn delete(self) -> Result<(), Error> {
+        let dir = self.dir.clone();
+        drop(self);
+        fs::remove_dir_all(&dir).map_err(io_at(&dir))
+    }
+}
+
+/// In the batch at `pos`, the first record at or after `log_start` whose
+/// timestamp is `>= ts`.
+fn first_record_at_or_after(
+    seg: &Segment,
+    pos: u64,
+    h: &batch::BatchHeader,
+    ts: i64,
+    log_start: i64,
+) -> io::Result<Option<(i64, i64)>> {
+    let first = h.base_offset.max(log_start);
+    if h.is_compressed() || h.is_log_append_time() {
+        return Ok(Some((first, h.max_timestamp)));
+    }
+    let bytes = seg.read_exact(pos, h.total_len())?;
+    for record in batch::record_timestamps(&bytes, *h) {
+        match record {
+            Ok((offset, t)) => {
+                if offset >= log_start && t >= ts {
+                    return Ok(Some((offset, t)));
+                }
+            }
+            // Undecodable records: fall back to the compressed-batch answer.
+            Err(_) => return Ok(Some((first, h.max_timestamp))),
+        }
+    }
+    Ok(None)
+}
+
+#[cfg(test)]
+mod tests;

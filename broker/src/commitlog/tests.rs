@@ -1,0 +1,664 @@
+//! Unit tests of [`Log`]; crash recovery is in `tests/commitlog_recovery.rs`.
+
+use super::batch::{build_batch, headers, BatchHeader};
+use super::*;
+
+const EPOCH: i32 = 3;
+
+fn small_config() -> LogConfig {
+    LogConfig {
+        segment_bytes: 1024 * 1024,
+        segment_index_bytes: 4096,
+        index_interval_bytes: 128,
+        ..LogConfig::default()
+    }
+}
+
+/// A batch of `n` records of `size`-byte values, timestamps `ts, ts+1, ...`.
+fn batch(n: usize, ts: i64, size: usize) -> Vec<u8> {
+    let value = vec![b'v'; size];
+    let records: Vec<_> = (0..n)
+        .map(|i| (None, Some(value.as_slice()), ts + i as i64))
+        .collect();
+    build_batch(&records, 0)
+}
+
+/// (base offset, last offset) of every batch in `bytes`.
+fn spans(bytes: &[u8]) -> Vec<(i64, i64)> {
+    headers(bytes)
+        .map(|h| {
+            let (_, h) = h.unwrap();
+            (h.base_offset, h.last_offset())
+        })
+        .collect()
+}
+
+fn read_all(log: &Log) -> Vec<(i64, i64)> {
+    let mut out = Vec::new();
+    let mut offset = log.log_start_offset();
+    while offset < log.log_end_offset() {
+        let bytes = log.read(offset, usize::MAX, i64::MAX).unwrap();
+        let s = spans(&bytes);
+        assert!(!s.is_empty(), "empty read at {offset}");
+        offset = s.last().unwrap().1 + 1;
+        out.extend(s);
+    }
+    out
+}
+
+#[test]
+fn append_assigns_offsets_and_stamps_the_leader_epoch() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut log = Log::open(dir.path(), small_config()).unwrap();
+    let first = log.append(&batch(3, 1_000, 10), EPOCH, 0).unwrap();
+    assert_eq!(
+        first,
+        AppendInfo {
+            base_offset: 0,
+            last_offset: 2,
+            max_timestamp: 1_002,
+            record_count: 3
+        }
+    );
+    let mut two = batch(2, 2_000, 10);
+    two.extend(batch(1, 1_500, 10));
+    let second = log.append(&two, EPOCH, 0).unwrap();
+    assert_eq!((second.base_offset, second.last_offset), (3, 5));
+    assert_eq!(second.record_count, 3);
+    assert_eq!(second.max_timestamp, 2_001);
+    assert_eq!(log.log_end_offset(), 6);
+
+    let bytes = log.read(0, usize::MAX, i64::MAX).unwrap();
+    assert_eq!(spans(&bytes), vec![(0, 2), (3, 4), (5, 5)]);
+    for item in headers(&bytes) {
+        let (pos, h) = item.unwrap();
+        assert_eq!(h.partition_leader_epoch, EPOCH);
+        batch::validate_batch(&bytes[pos..], pos).unwrap();
+    }
+}
+
+#[test]
+fn a_bad_batch_anywhere_in_the_payload_writes_nothing() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut log = Log::open(dir.path(), small_config()).unwrap();
+    let mut payload = batch(2, 1, 10);
+    let mut bad = batch(1, 1, 10);
+    bad[batch::field::MAGIC] = 1;
+    payload.extend(bad);
+    let err = log.append(&payload, EPOCH, 0).unwrap_err();
+    assert!(matches!(err, Error::InvalidBatch(ref e) if !e.is_corrupt()));
+    let mut torn = batch(2, 1, 10);
+    torn.pop();
+    let err = log.append(&torn, EPOCH, 0).unwrap_err();
+    assert!(matches!(err, Error::InvalidBatch(ref e) if e.is_corrupt()));
+    assert_eq!(log.log_end_offset(), 0);
+    assert_eq!(log.size_bytes(), 0);
+}
+
+#[test]
+fn read_returns_the_batch_containing_the_offset_and_what_follows() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut log = Log::open(dir.path(), small_config()).unwrap();
+    for i in 0..20 {
+        log.append(&batch(5, i, 30), EPOCH, 0).unwrap();
+    }
+    for offset in 0..100 {
+        let bytes = log.read(offset, usize::MAX, i64::MAX).unwrap();
+        let s = spans(&bytes);
+        let first_base = offset - offset % 5;
+        assert_eq!(s[0], (first_base, first_base + 4), "offset {offset}");
+        assert_eq!(s.last().unwrap().1, 99);
+        assert!(s.windows(2).all(|w| w[1].0 == w[0].1 + 1));
+    }
+}
+
+#[test]
+fn read_honours_max_bytes_but_always_returns_the_first_batch_whole() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut log = Log::open(dir.path(), small_config()).unwrap();
+    let one = batch(1, 0, 200);
+    for _ in 0..5 {
+        log.append(&one, EPOCH, 0).unwrap();
+    }
+    let len = one.len();
+    assert_eq!(spans(&log.read(0, 1, i64::MAX).unwrap()), vec![(0, 0)]);
+    assert_eq!(spans(&log.read(0, len, i64::MAX).unwrap()), vec![(0, 0)]);
+    assert_eq!(
+        spans(&log.read(1, 2 * len + 10, i64::MAX).unwrap()),
+        vec![(1, 1), (2, 2)]
+    );
+    assert_eq!(log.read(0, 3 * len, i64::MAX).unwrap().len(), 3 * len);
+}
+
+#[test]
+fn read_stops_before_the_high_watermark() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut log = Log::open(dir.path(), small_config()).unwrap();
+    for _ in 0..4 {
+        log.append(&batch(2, 0, 10), EPOCH, 0).unwrap();
+    }
+    assert_eq!(
+        spans(&log.read(0, usize::MAX, 4).unwrap()),
+        vec![(0, 1), (2, 3)]
+    );
+    assert_eq!(
+        spans(&log.read(0, usize::MAX, 5).unwrap()),
+        vec![(0, 1), (2, 3), (4, 5)]
+    );
+    assert!(log.read(4, usize::MAX, 4).unwrap().is_empty());
+    assert!(log.read(6, usize::MAX, 4).unwrap().is_empty());
+}
+
+#[test]
+fn read_at_the_log_end_is_empty_and_outside_the_log_is_out_of_range() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut log = Log::open(dir.path(), small_config()).unwrap();
+    assert!(log.read(0, 100, i64::MAX).unwrap().is_empty());
+    log.append(&batch(2, 0, 10), EPOCH, 0).unwrap();
+    assert!(log.read(2, 100, i64::MAX).unwrap().is_empty());
+    assert!(matches!(
+        log.read(3, 100, i64::MAX),
+        Err(Error::OffsetOutOfRange {
+            offset: 3,
+            log_start: 0,
+            log_end: 2
+        })
+    ));
+    assert!(matches!(
+        log.read(-1, 100, i64::MAX),
+        Err(Error::OffsetOutOfRange { .. })
+    ));
+}
+
+#[test]
+fn segments_roll_by_size_and_reads_cross_them() {
+    let dir = tempfile::tempdir().unwrap();
+    let one = batch(3, 0, 100);
+    let config = LogConfig {
+        segment_bytes: 3 * one.len() as u64,
+        ..small_config()
+    };
+    let mut log = Log::open(dir.path(), config).unwrap();
+    for _ in 0..10 {
+        log.append(&one, EPOCH, 0).unwrap();
+    }
+    assert_eq!(log.segment_count(), 4);
+    assert_eq!(log.size_bytes(), 10 * one.len() as u64);
+    let names: Vec<String> = {
+        let mut v: Vec<String> = fs::read_dir(dir.path())
+            .unwrap()
+            .map(|e| e.unwrap().file_name().into_string().unwrap())
+            .filter(|n| n.ends_with(".log"))
+            .collect();
+        v.sort();
+        v
+    };
+    assert_eq!(
+        names,
+        vec![
+            "00000000000000000000.log",
+            "00000000000000000009.log",
+            "00000000000000000018.log",
+            "00000000000000000027.log"
+        ]
+    );
+    // A rolled segment's indexes are trimmed to their entries.
+    let index_len = fs::metadata(dir.path().join("00000000000000000000.index"))
+        .unwrap()
+        .len();
+    assert_eq!(index_len % 8, 0);
+    assert!(index_len < 4096);
+    // One read returns the rest of a segment only; a read at the end of a
+    // segment's data continues in the next.
+    assert_eq!(
+        spans(&log.read(7, usize::MAX, i64::MAX).unwrap()),
+        vec![(6, 8)]
+    );
+    assert_eq!(
+        spans(&log.read(9, usize::MAX, i64::MAX).unwrap()),
+        vec![(9, 11), (12, 14), (15, 17)]
+    );
+    let all = read_all(&log);
+    assert_eq!(all.len(), 10);
+    assert_eq!(all.last(), Some(&(27, 29)));
+}
+
+#[test]
+fn a_payload_larger_than_a_segment_goes_into_an_empty_segment() {
+    let dir = tempfile::tempdir().unwrap();
+    let config = LogConfig {
+        segment_bytes: 100,
+        ..small_config()
+    };
+    let mut log = Log::open(dir.path(), config).unwrap();
+    log.append(&batch(1, 0, 500), EPOCH, 0).unwrap();
+    log.append(&batch(1, 0, 500), EPOCH, 0).unwrap();
+    assert_eq!(log.segment_count(), 2);
+    assert_eq!(read_all(&log), vec![(0, 0), (1, 1)]);
+}
+
+#[test]
+fn segments_roll_by_time_from_the_first_batch_timestamp() {
+    let dir = tempfile::tempdir().unwrap();
+    let config = LogConfig {
+        segment_ms: 1_000,
+        ..small_config()
+    };
+    let mut log = Log::open(dir.path(), config).unwrap();
+    log.append(&batch(1, 10_000, 10), EPOCH, 10_000).unwrap();
+    log.append(&batch(1, 10_900, 10), EPOCH, 10_900).unwrap();
+    assert_eq!(log.segment_count(), 1);
+    log.append(&batch(1, 11_001, 10), EPOCH, 11_001).unwrap();
+    assert_eq!(log.segment_count(), 2);
+    // Retention rolls a non-empty active segment whose time is up...
+    let report = log.retain(12_002).unwrap();
+    assert!(report.rolled);
+    assert_eq!(log.segment_count(), 3);
+    // ...but never an empty one.
+    assert!(!log.retain(100_000).unwrap().rolled);
+    assert_eq!(log.segment_count(), 3);
+    assert_eq!(read_all(&log), vec![(0, 0), (1, 1), (2, 2)]);
+}
+
+#[test]
+fn indexes_are_sparse_and_lookups_through_them_are_exact() {
+    let dir = tempfile::tempdir().unwrap();
+    let config = LogConfig {
+        index_interval_bytes: 200,
+        ..small_config()
+    };
+    let mut log = Log::open(dir.path(), config).unwrap();
+    for i in 0..50 {
+        log.append(&batch(2, i * 10, 60), EPOCH, 0).unwrap();
+    }
+    let (offset_entries, time_entries) = log.segments[0].index_entries();
+    // Batches are ~150 bytes: an entry about every second batch.
+    assert!((15..=30).contains(&offset_entries), "{offset_entries}");
+    assert!(time_entries >= 15, "{time_entries}");
+    for offset in 0..100 {
+        let s = spans(&log.read(offset, 1, i64::MAX).unwrap());
+        assert_eq!(s, vec![(offset - offset % 2, offset - offset % 2 + 1)]);
+    }
+}
+
+#[test]
+fn a_full_index_rolls_the_segment() {
+    let dir = tempfile::tempdir().unwrap();
+    let config = LogConfig {
+        segment_index_bytes: 24, // 3 offset entries, 2 time entries
+        index_interval_bytes: 0,
+        ..small_config()
+    };
+    let mut log = Log::open(dir.path(), config).unwrap();
+    for i in 0..10 {
+        log.append(&batch(1, i, 10), EPOCH, 0).unwrap();
+    }
+    assert!(log.segment_count() > 1);
+    assert_eq!(read_all(&log).len(), 10);
+}
+
+#[test]
+fn retention_by_time_deletes_old_segments_and_moves_the_log_start() {
+    let dir = tempfile::tempdir().unwrap();
+    let one = batch(2, 0, 100);
+    let config = LogConfig {
+        segment_bytes: one.len() as u64,
+        retention_ms: 1_000,
+        segment_ms: -1,
+        ..small_config()
+    };
+    let mut log = Log::open(dir.path(), config).unwrap();
+    for ts in [1_000, 2_000, 3_000, 4_000] {
+        log.append(&batch(2, ts, 100), EPOCH, ts).unwrap();
+    }
+    assert_eq!(log.segment_count(), 4);
+    let report = log.retain(3_500).unwrap();
+    assert!(!report.rolled);
+    assert_eq!(report.deleted_segments, 2);
+    assert_eq!(report.deleted_bytes, 2 * one.len() as u64);
+    assert_eq!(
+        report
+            .deleted
+            .iter()
+            .map(|d| d.base_offset)
+            .collect::<Vec<_>>(),
+        vec![0, 2]
+    );
+    assert!(report
+        .deleted
+        .iter()
+        .all(|d| d.reason == DeletionReason::RetentionMs));
+    assert_eq!(report.log_start_offset, 4);
+    assert_eq!(log.log_start_offset(), 4);
+    assert!(!dir.path().join("00000000000000000000.log").exists());
+    assert!(matches!(
+        log.read(3, 100, i64::MAX),
+        Err(Error::OffsetOutOfRange { .. })
+    ));
+    // The active segment stays, however old.
+    let report = log.retain(1_000_000).unwrap();
+    assert_eq!(report.deleted_segments, 1);
+    assert_eq!(log.segment_count(), 1);
+    assert_eq!(read_all(&log), vec![(6, 7)]);
+    let no_leftovers = fs::read_dir(dir.path()).unwrap().all(|e| {
+        !e.unwrap()
+            .file_name()
+            .to_string_lossy()
+            .ends_with(".deleted")
+    });
+    assert!(no_leftovers);
+}
+
+#[test]
+fn retention_by_bytes_keeps_the_newest_segments_within_the_limit() {
+    let dir = tempfile::tempdir().unwrap();
+    let one = batch(1, 0, 100);
+    let len = one.len() as u64;
+    let config = LogConfig {
+        segment_bytes: len,
+        retention_ms: -1,
+        retention_bytes: (2 * len + 1) as i64,
+        ..small_config()
+    };
+    let mut log = Log::open(dir.path(), config).unwrap();
+    for _ in 0..6 {
+        log.append(&one, EPOCH, 0).unwrap();
+    }
+    let report = log.retain(0).unwrap();
+    // 6 segments of `len`: deleting 3 leaves 3*len >= limit, a 4th would leave
+    // 2*len < limit.
+    assert_eq!(report.deleted_segments, 3);
+    assert!(report
+        .deleted
+        .iter()
+        .all(|d| d.reason == DeletionReason::RetentionBytes));
+    assert_eq!(log.log_start_offset(), 3);
+    assert_eq!(log.size_bytes(), 3 * len);
+}
+
+#[test]
+fn delete_records_moves_the_log_start_and_survives_a_restart() {
+    let dir = tempfile::tempdir().unwrap();
+    let one = batch(2, 0, 100);
+    let config = LogConfig {
+        segment_bytes: 2 * one.len() as u64,
+        ..small_config()
+    };
+    let mut log = Log::open(dir.path(), config.clone()).unwrap();
+    for _ in 0..5 {
+        log.append(&one, EPOCH, 0).unwrap();
+    }
+    // Segments: [0..4) [4..8) [8..10)
+    assert_eq!(log.segment_count(), 3);
+    assert!(matches!(
+        log.delete_records_before(11),
+        Err(Error::OffsetOutOfRange { offset: 11, .. })
+    ));
+    assert_eq!(log.delete_records_before(5).unwrap(), 5);
+    assert_eq!(log.segment_count(), 2);
+    assert_eq!(log.log_start_offset(), 5);
+    // Lower requests do not move it back.
+    assert_eq!(log.delete_records_before(2).unwrap(), 5);
+    // A read at the new start returns the batch containing it.
+    assert_eq!(spans(&log.read(5, 1, i64::MAX).unwrap()), vec![(4, 5)]);
+    assert!(log.read(3, 1, i64::MAX).is_err());
+    log.close().unwrap();
+
+    let text = fs::read_to_string(dir.path().join("log-start-offset")).unwrap();
+    assert_eq!(text, "0\n5\n");
+    let mut log = Log::open(dir.path(), config).unwrap();
+    assert_eq!(log.log_start_offset(), 5);
+    assert_eq!(log.delete_records_before(10).unwrap(), 10);
+    assert_eq!(log.segment_count(), 1);
+    assert!(log.read(10, 100, i64::MAX).unwrap().is_empty());
+    assert_eq!(log.append(&one, EPOCH, 0).unwrap().base_offset, 10);
+}
+
+#[test]
+fn truncate_to_drops_whole_batches_and_appends_continue_from_there() {
+    let dir = tempfile::tempdir().unwrap();
+    let one = batch(3, 0, 100);
+    let config = LogConfig {
+        segment_bytes: 3 * one.len() as u64,
+        index_interval_bytes: 0,
+        ..small_config()
+    };
+    let mut log = Log::open(dir.path(), config.clone()).unwrap();
+    for _ in 0..8 {
+        log.append(&one, EPOCH, 0).unwrap();
+    }
+    // Segments: [0..9) [9..18) [18..24)
+    assert_eq!(log.segment_count(), 3);
+    log.flush().unwrap();
+    assert_eq!(log.recovery_point(), 24);
+    log.truncate_to(24).unwrap();
+    assert_eq!(log.log_end_offset(), 24);
+    // Mid-batch: the batch [12..15) goes whole.
+    log.truncate_to(13).unwrap();
+    assert_eq!(log.log_end_offset(), 12);
+    assert_eq!(log.segment_count(), 2);
+    assert_eq!(log.recovery_point(), 12);
+    assert_eq!(read_all(&log).last(), Some(&(9, 11)));
+    // At a segment boundary the later segment is deleted.
+    log.truncate_to(9).unwrap();
+    assert_eq!(log.log_end_offset(), 9);
+    assert_eq!(log.segment_count(), 1);
+    assert!(!dir.path().join("00000000000000000009.log").exists());
+    let info = log.append(&batch(1, 5_000, 10), EPOCH + 1, 0).unwrap();
+    assert_eq!(info.base_offset, 9);
+    assert_eq!(log.max_timestamp().unwrap(), Some((9, 5_000)));
+    for _ in 0..4 {
+        log.append(&one, EPOCH, 0).unwrap();
+    }
+    let before = read_all(&log);
+    log.close().unwrap();
+    let log = Log::open(dir.path(), config.clone()).unwrap();
+    assert_eq!(read_all(&log), before);
+    assert_eq!(log.log_end_offset(), 22);
+
+    let mut log = log;
+    log.truncate_to(0).unwrap();
+    assert_eq!(log.log_end_offset(), 0);
+    assert_eq!(log.segment_count(), 1);
+    assert_eq!(log.append(&one, EPOCH, 0).unwrap().base_offset, 0);
+}
+
+#[test]
+fn truncate_below_the_log_start_is_refused() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut log = Log::open(dir.path(), small_config()).unwrap();
+    log.append(&batch(5, 0, 10), EPOCH, 0).unwrap();
+    log.delete_records_before(3).unwrap();
+    assert!(matches!(
+        log.truncate_to(2),
+        Err(Error::OffsetOutOfRange { .. })
+    ));
+    // Truncating the batch holding the log start pulls the start back.
+    log.truncate_to(4).unwrap();
+    assert_eq!(log.log_end_offset(), 0);
+    assert_eq!(log.log_start_offset(), 0);
+}
+
+#[test]
+fn offset_for_timestamp_finds_the_earliest_record_at_or_after_it() {
+    let dir = tempfile::tempdir().unwrap();
+    let config = LogConfig {
+        segment_bytes: 400,
+        index_interval_bytes: 50,
+        ..small_config()
+    };
+    let mut log = Log::open(dir.path(), config).unwrap();
+    // Offsets 0..40, record i has timestamp 1000 + 10*i, except a late record.
+    for b in 0..10 {
+        let ts: Vec<i64> = (0..4).map(|i| 1_000 + 10 * (b * 4 + i)).collect();
+        let value = [b'x'; 20];
+        let records: Vec<_> = ts.iter().map(|&t| (None, Some(&value[..]), t)).collect();
+        log.append(&build_batch(&records, 0), EPOCH, 0).unwrap();
+    }
+    assert!(log.segment_count() > 2);
+    assert_eq!(log.offset_for_timestamp(0).unwrap(), Some((0, 1_000)));
+    assert_eq!(log.offset_for_timestamp(1_000).unwrap(), Some((0, 1_000)));
+    assert_eq!(log.offset_for_timestamp(1_001).unwrap(), Some((1, 1_010)));
+    for i in 0..40 {
+        let ts = 1_000 + 10 * i;
+        assert_eq!(log.offset_for_timestamp(ts).unwrap(), Some((i, ts)), "{ts}");
+        assert_eq!(
+            log.offset_for_timestamp(ts - 5).unwrap(),
+            Some((i, ts)),
+            "{ts}"
+        );
+    }
+    assert_eq!(log.offset_for_timestamp(1_391).unwrap(), None);
+    // The log start hides earlier records.
+    log.delete_records_before(6).unwrap();
+    assert_eq!(log.offset_for_timestamp(0).unwrap(), Some((6, 1_060)));
+    assert_eq!(log.max_timestamp().unwrap(), Some((39, 1_390)));
+}
+
+#[test]
+fn offset_for_timestamp_of_compressed_batches_is_the_batch_start() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut log = Log::open(dir.path(), small_config()).unwrap();
+    log.append(&batch(3, 100, 10), EPOCH, 0).unwrap();
+    let compressed = build_batch(&[(None, Some(b"a"), 200), (None, Some(b"b"), 250)], 4);
+    log.append(&compressed, EPOCH, 0).unwrap();
+    assert_eq!(log.offset_for_timestamp(101).unwrap(), Some((1, 101)));
+    assert_eq!(log.offset_for_timestamp(240).unwrap(), Some((3, 250)));
+    assert_eq!(log.max_timestamp().unwrap(), Some((3, 250)));
+}
+
+#[test]
+fn max_timestamp_is_the_earliest_record_with_the_largest_timestamp() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut log = Log::open(dir.path(), small_config()).unwrap();
+    assert_eq!(log.max_timestamp().unwrap(), None);
+    log.append(
+        &build_batch(&[(None, None, 5), (None, None, 9), (None, None, 7)], 0),
+        EPOCH,
+        0,
+    )
+    .unwrap();
+    log.append(&build_batch(&[(None, None, 9)], 0), EPOCH, 0)
+        .unwrap();
+    assert_eq!(log.max_timestamp().unwrap(), Some((1, 9)));
+    // Survives a restart (the time index carries it for trusted segments).
+    log.close().unwrap();
+    let log = Log::open(dir.path(), small_config()).unwrap();
+    assert_eq!(log.max_timestamp().unwrap(), Some((1, 9)));
+}
+
+#[test]
+fn reopen_after_close_keeps_everything() {
+    let dir = tempfile::tempdir().unwrap();
+    let one = batch(4, 77, 50);
+    let config = LogConfig {
+        segment_bytes: 5 * one.len() as u64,
+        index_interval_bytes: 100,
+        ..small_config()
+    };
+    let mut log = Log::open(dir.path(), config.clone()).unwrap();
+    for i in 0..23 {
+        log.append(&batch(4, 77 + i, 50), i as i32, 0).unwrap();
+    }
+    let before: Vec<Bytes> = (0..log.log_end_offset())
+        .map(|o| log.read(o, 1000, i64::MAX).unwrap())
+        .collect();
+    let (end, size, count) = (log.log_end_offset(), log.size_bytes(), log.segment_count());
+    let active_base = log.segments.last().unwrap().base_offset();
+    assert_eq!(active_base, 80);
+    log.close().unwrap();
+    assert_eq!(
+        fs::read_to_string(dir.path().join("recovery-point")).unwrap(),
+        format!("0\n{end}\n")
+    );
+    // Clean close trims the active segment's indexes too.
+    let active_index = dir.path().join(segment::file_name(active_base, "index"));
+    assert!(fs::metadata(&active_index).unwrap().len() < 4096);
+
+    let log = Log::open(dir.path(), config).unwrap();
+    assert_eq!(log.log_end_offset(), end);
+    assert_eq!(log.size_bytes(), size);
+    assert_eq!(log.segment_count(), count);
+    assert_eq!(log.recovery_point(), end);
+    let after: Vec<Bytes> = (0..end)
+        .map(|o| log.read(o, 1000, i64::MAX).unwrap())
+        .collect();
+    assert_eq!(before, after);
+    let h = BatchHeader::parse(&after[90]).unwrap();
+    assert_eq!(h.partition_leader_epoch, 22);
+}
+
+#[test]
+fn flush_bookkeeping_tracks_the_recovery_point() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut log = Log::open(dir.path(), small_config()).unwrap();
+    assert!(log.sync_target().is_empty());
+    log.append(&batch(3, 0, 10), EPOCH, 0).unwrap();
+    assert_eq!(log.unflushed_messages(), 3);
+    let target = log.sync_target();
+    assert!(!target.is_empty());
+    assert_eq!(target.end_offset(), 3);
+    log.append(&batch(2, 0, 10), EPOCH, 0).unwrap();
+    target.sync().unwrap();
+    log.mark_flushed(target.end_offset());
+    assert_eq!(log.recovery_point(), 3);
+    assert_eq!(log.unflushed_messages(), 2);
+    log.flush().unwrap();
+    assert_eq!(log.recovery_point(), 5);
+    assert!(log.sync_target().is_empty());
+
+    // A target taken before a truncation does not count afterwards.
+    log.append(&batch(2, 0, 10), EPOCH, 0).unwrap();
+    let stale = log.sync_target();
+    log.truncate_to(5).unwrap();
+    log.append(&batch(4, 0, 10), EPOCH, 0).unwrap();
+    log.mark_flushed(stale.end_offset());
+    assert_eq!(log.recovery_point(), 5);
+    log.checkpoint().unwrap();
+    assert_eq!(
+        fs::read_to_string(dir.path().join("recovery-point")).unwrap(),
+        "0\n5\n"
+    );
+}
+
+#[test]
+fn a_poisoned_log_refuses_writes_but_still_serves_reads() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut log = Log::open(dir.path(), small_config()).unwrap();
+    log.append(&batch(1, 0, 10), EPOCH, 0).unwrap();
+    log.poison(io::Error::other("fsync failed"));
+    assert!(log.is_poisoned());
+    let err = log.append(&batch(1, 0, 10), EPOCH, 0).unwrap_err();
+    assert!(matches!(err, Error::Poisoned { .. }));
+    assert!(err.to_string().contains("fsync failed"));
+    assert!(matches!(log.flush(), Err(Error::Poisoned { .. })));
+    let rp = log.recovery_point();
+    log.mark_flushed(1);
+    assert_eq!(log.recovery_point(), rp);
+    assert_eq!(spans(&log.read(0, 100, i64::MAX).unwrap()), vec![(0, 0)]);
+    assert!(matches!(log.close(), Err(Error::Poisoned { .. })));
+}
+
+#[test]
+fn delete_removes_the_partition_directory() {
+    let parent = tempfile::tempdir().unwrap();
+    let dir = parent.path().join("orders-0");
+    let mut log = Log::open(&dir, small_config()).unwrap();
+    assert!(dir.join("00000000000000000000.log").exists());
+    log.append(&batch(1, 0, 10), EPOCH, 0).unwrap();
+    log.delete().unwrap();
+    assert!(!dir.exists());
+}
+
+#[test]
+fn a_malformed_checkpoint_is_ignored() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut log = Log::open(dir.path(), small_config()).unwrap();
+    log.append(&batch(2, 0, 10), EPOCH, 0).unwrap();
+    log.close().unwrap();
+    fs::write(dir.path().join("recovery-point"), "garbage").unwrap();
+    fs::write(dir.path().join("log-start-offset"), "0\nnope\n").unwrap();
+    let log = Log::open(dir.path(), small_config()).unwrap();
+    assert_eq!(log.log_start_offset(), 0);
+    assert_eq!(log.log_end_offset(), 2);
+}

@@ -1,0 +1,41 @@
+//! AlterConfigs (key 33), v0-2: replaces a topic's whole set of overrides.
+//! Broker configs are static (YAML, flags, env) and cannot be altered.
+
+use std::collections::BTreeMap;
+
+use bytes::BytesMut;
+use kafka_protocol::messages::alter_configs_response::AlterConfigsResourceResponse;
+use kafka_protocol::messages::{AlterConfigsRequest, AlterConfigsResponse};
+use kafka_protocol::protocol::StrBytes;
+
+use super::{code, Ctx, Error, NONE};
+
+pub fn handle(ctx: &Ctx, req: AlterConfigsRequest) -> Result<BytesMut, Error> {
+    let responses = req
+        .resources
+        .into_iter()
+        .map(|res| {
+            let overrides: BTreeMap<String, String> = res
+                .configs
+                .into_iter()
+                .filter_map(|c| c.value.map(|v| (c.name.to_string(), v.to_string())))
+                .collect();
+            let r = AlterConfigsResourceResponse::default()
+                .with_resource_type(res.resource_type)
+                .with_resource_name(res.resource_name.clone());
+            match super::set_topic_overrides(
+                ctx,
+                res.resource_type,
+                &res.resource_name,
+                |_| Ok(overrides),
+                req.validate_only,
+            ) {
+                Ok(()) => r.with_error_code(NONE),
+                Err((err, msg)) => r
+                    .with_error_code(code(err))
+                    .with_error_message(Some(StrBytes::from_string(msg))),
+            }
+        })
+        .collect();
+    ctx.respond(&AlterConfigsResponse::default().with_responses(responses))
+}

@@ -1,0 +1,159 @@
+//! Fetch (key 1), v4-12: whole stored batches, never re-encoded, with long
+//! polling (min_bytes / max_wait_ms) and response and partition size limits.
+//!
+//! Fetch sessions (KIP-227) are not created: the response's session id 0
+//! tells the client to keep sending full fetch requests.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use bytes::Bytes;
+use kafka_protocol::error::ResponseError;
+use kafka_protocol::messages::fetch_response::{FetchableTopicResponse, PartitionData};
+use kafka_protocol::messages::{FetchRequest, FetchResponse, TopicName};
+use tokio::sync::Notify;
+
+use super::{code, log_error, Ctx, Error, Reply, NONE};
+use crate::partition::Partition;
+
+struct Target {
+    topic: TopicName,
+    index: i32,
+    partition: Option<Arc<Partition>>,
+    offset: i64,
+    max_bytes: usize,
+}
+
+const READ_COMMITTED: i8 = 1;
+
+pub fn handle(ctx: Ctx, req: FetchRequest) -> Result<Reply, Error> {
+    if ctx.version >= 7 && req.session_id != 0 {
+        let resp = FetchResponse::default()
+            .with_error_code(code(ResponseError::FetchSessionIdNotFound))
+            .with_session_id(0);
+        return Ok(Reply::Now(ctx.respond(&resp)?));
+    }
+    let mut targets = Vec::new();
+    for t in req.topics {
+        let topic = ctx.broker.topics.get(&t.topic.0);
+        for p in t.partitions {
+            targets.push(Target {
+                topic: t.topic.clone(),
+                index: p.partition,
+                partition: topic.as_ref().and_then(|t| t.partition(p.partition)),
+                offset: p.fetch_offset,
+                max_bytes: usize::try_from(p.partition_max_bytes).unwrap_or(0),
+            });
+        }
+    }
+    let max_bytes = usize::try_from(req.max_bytes).unwrap_or(0);
+    let min_bytes = usize::try_from(req.min_bytes).unwrap_or(0);
+    let read_committed = req.isolation_level == READ_COMMITTED;
+    let (resp, size, errors) = read_all(&targets, max_bytes, read_committed);
+    if size >= min_bytes.max(1) || errors || req.max_wait_ms <= 0 || targets.is_empty() {
+        return Ok(Reply::Now(ctx.respond(&resp)?));
+    }
+    let deadline = tokio::time::Instant::now()
+        + Duration::from_millis(u64::try_from(req.max_wait_ms).unwrap_or(0));
+    Ok(Reply::Later(Box::pin(async move {
+        drop(resp);
+        let notify = Arc::new(Notify::new());
+        let resp = loop {
+            for t in &targets {
+                if let Some(p) = &t.partition {
+                    p.register_waiter(&notify);
+                }
+            }
+            // Re-read after registering so an append in between is not missed.
+            let (r, size, errors) = read_all(&targets, max_bytes, read_committed);
+            if size >= min_bytes.max(1) || errors {
+                break r;
+            }
+            if tokio::time::timeout_at(deadline, notify.notified())
+                .await
+                .is_err()
+            {
+                break r;
+            }
+        };
+        ctx.respond(&resp).unwrap_or_else(|e| {
+            tracing::error!(error = %e, "cannot encode fetch response");
+            bytes::BytesMut::new()
+        })
+    })))
+}
+
+/// Reads every target once; returns the response, its record bytes, and
+/// whether any partition answered with an error (which ends long polling).
+fn read_all(
+    targets: &[Target],
+    max_bytes: usize,
+    read_committed: bool,
+) -> (FetchResponse, usize, bool) {
+    let mut remaining = max_bytes;
+    let mut total = 0;
+    let mut errors = false;
+    let mut topics: Vec<FetchableTopicResponse> = Vec::new();
+    for t in targets {
+        let mut pd = PartitionData::default()
+            .with_partition_index(t.index)
+            .with_aborted_transactions(read_committed.then(Vec::new))
+            .with_records(Some(Bytes::new()));
+        match &t.partition {
+            None => {
+                errors = true;
+                pd = pd
+                    .with_error_code(code(ResponseError::UnknownTopicOrPartition))
+                    .with_high_watermark(-1);
+            }
+            Some(p) => {
+                // The first batch is returned whole even past the limits
+                // (KIP-74); after the response is full, partitions only
+                // report their offsets.
+                let limit = t.max_bytes.min(remaining);
+                let read = if limit == 0 && total > 0 {
+                    Ok(crate::partition::ReadResult {
+                        records: Bytes::new(),
+                        high_watermark: p.high_watermark(),
+                        log_start_offset: p.log_start_offset(),
+                    })
+                } else {
+                    p.read(t.offset, limit.max(1))
+                };
+                match read {
+                    Ok(r) => {
+                        total += r.records.len();
+                        remaining = remaining.saturating_sub(r.records.len());
+                        pd = pd
+                            .with_error_code(NONE)
+                            .with_high_watermark(r.high_watermark)
+                            .with_last_stable_offset(r.high_watermark)
+                            .with_log_start_offset(r.log_start_offset)
+                            .with_records(Some(r.records));
+                    }
+                    Err(e) => {
+                        errors = true;
+                        pd = pd
+                            .with_error_code(log_error(&e))
+                            .with_high_watermark(p.high_watermark())
+                            .with_last_stable_offset(p.high_watermark())
+                            .with_log_start_offset(p.log_start_offset());
+                    }
+                }
+            }
+        }
+        match topics.last_mut() {
+            Some(last) if last.topic == t.topic => last.partitions.push(pd),
+            _ => topics.push(
+                FetchableTopicResponse::default()
+                    .with_topic(t.topic.clone())
+                    .with_partitions(vec![pd]),
+            ),
+        }
+    }
+    let resp = FetchResponse::default()
+        .with_error_code(NONE)
+        .with_session_id(0)
+        .with_responses(topics);
+    (resp, total, errors)
+}

@@ -1,0 +1,280 @@
+//! One file per Kafka API: decode the request, call the module that owns the
+//! operation, encode the response. Kafka error codes are chosen here and
+//! nowhere else.
+
+use std::future::Future;
+use std::pin::Pin;
+use std::sync::Arc;
+
+use bytes::{BufMut, Bytes, BytesMut};
+use kafka_protocol::error::ResponseError;
+use kafka_protocol::messages::{ApiKey, RequestHeader, ResponseHeader};
+use kafka_protocol::protocol::{Decodable, Encodable, HeaderVersion};
+
+use crate::broker::Broker;
+
+mod alter_configs;
+mod api_versions;
+mod create_partitions;
+mod create_topics;
+mod delete_records;
+mod delete_topics;
+mod describe_client_quotas;
+mod describe_cluster;
+mod describe_configs;
+mod fetch;
+mod incremental_alter_configs;
+mod list_offsets;
+mod metadata;
+mod produce;
+
+/// The APIs and versions this broker implements, advertised by ApiVersions.
+pub const SUPPORTED: &[(ApiKey, i16, i16)] = &[
+    (ApiKey::Produce, 3, 9),
+    (ApiKey::Fetch, 4, 12),
+    (ApiKey::ListOffsets, 1, 7),
+    (ApiKey::Metadata, 0, 12),
+    (ApiKey::ApiVersions, 0, 3),
+    (ApiKey::CreateTopics, 2, 7),
+    (ApiKey::DeleteTopics, 1, 6),
+    (ApiKey::DeleteRecords, 0, 2),
+    (ApiKey::DescribeConfigs, 1, 4),
+    (ApiKey::AlterConfigs, 0, 2),
+    (ApiKey::CreatePartitions, 0, 3),
+    (ApiKey::IncrementalAlterConfigs, 0, 1),
+    (ApiKey::DescribeCluster, 0, 1),
+    (ApiKey::DescribeClientQuotas, 0, 0),
+];
+
+/// Why a request could not be handled; the connection is closed.
+#[derive(Debug, thiserror::Error)]
+pub enum Error {
+    #[error("frame too short for a request header")]
+    ShortFrame,
+    #[error("cannot decode {api:?} v{version}: {source}")]
+    Decode {
+        api: ApiKey,
+        version: i16,
+        source: anyhow::Error,
+    },
+    #[error("cannot encode response: {0}")]
+    Encode(anyhow::Error),
+}
+
+/// A response frame, possibly still being produced.
+pub enum Reply {
+    Now(BytesMut),
+    Later(Pin<Box<dyn Future<Output = BytesMut> + Send>>),
+    /// Produce with acks=0: Kafka sends nothing back.
+    Nothing,
+}
+
+/// What every handler gets besides its request.
+pub struct Ctx {
+    pub broker: Arc<Broker>,
+    pub header: RequestHeader,
+    pub version: i16,
+}
+
+impl Ctx {
+    /// Encodes `body` as the response to this request.
+    pub fn respond<R: Encodable + HeaderVersion>(&self, body: &R) -> Result<BytesMut, Error> {
+        encode_frame(self.header.correlation_id, self.version, body)
+    }
+}
+
+/// Encodes a length-prefixed response frame.
+pub fn encode_frame<R: Encodable + HeaderVersion>(
+    correlation_id: i32,
+    version: i16,
+    body: &R,
+) -> Result<BytesMut, Error> {
+    let header = ResponseHeader::default().with_correlation_id(correlation_id);
+    let header_version = R::header_version(version);
+    let size = header
+        .compute_size(header_version)
+        .and_then(|h| Ok(h + body.compute_size(version)?))
+        .map_err(Error::Encode)?;
+    let mut buf = BytesMut::with_capacity(4 + size);
+    buf.put_i32(i32::try_from(size).unwrap_or(i32::MAX));
+    header
+        .encode(&mut buf, header_version)
+        .map_err(Error::Encode)?;
+    body.encode(&mut buf, version).map_err(Error::Encode)?;
+    Ok(buf)
+}
+
+fn supported_range(key: ApiKey) -> Option<(i16, i16)> {
+    SUPPORTED
+        .iter()
+        .find(|(k, _, _)| *k == key)
+        .map(|&(_, min, max)| (min, max))
+}
+
+fn decode<T: Decodable>(api: ApiKey, version: i16, body: &mut Bytes) -> Result<T, Error> {
+    T::decode(body, version).map_err(|source| Error::Decode {
+        api,
+        version,
+        source,
+    })
+}
+
+/// Handles one request frame (without its length prefix).
+pub async fn dispatch(broker: &Arc<Broker>, mut frame: Bytes) -> Result<Reply, Error> {
+    if frame.len() < 8 {
+        return Err(Error::ShortFrame);
+    }
+    let api_key = i16::from_be_bytes([frame[0], frame[1]]);
+    let version = i16::from_be_bytes([frame[2], frame[3]]);
+    let correlation_id = i32::from_be_bytes([frame[4], frame[5], frame[6], frame[7]]);
+    let key = ApiKey::try_from(api_key).ok();
+    let range = key.and_then(supported_range);
+    let Some((key, (min, max))) = key.zip(range) else {
+        tracing::debug!(api_key, version, "unsupported API key");
+        return Ok(Reply::Now(unsupported(correlation_id)));
+    };
+    if version < min || version > max {
+        if key == ApiKey::ApiVersions {
+            // Answered in v0 so the client can read our ranges and retry.
+            return Ok(Reply::Now(api_versions::unsupported_version(
+                correlation_id,
+            )?));
+        }
+        tracing::debug!(?key, version, "unsupported API version");
+        return Ok(Reply::Now(unsupported(correlation_id)));
+    }
+    let header_version = key.request_header_version(version);
+    let header = decode::<RequestHeader>(key, header_version, &mut frame)?;
+    let ctx = Ctx {
+        broker: broker.clone(),
+        header,
+        version,
+    };
+    let body = &mut frame;
+    let reply = match key {
+        ApiKey::ApiVersions => Reply::Now(api_versions::handle(&ctx, decode(key, version, body)?)?),
+        ApiKey::Metadata => Reply::Now(metadata::handle(&ctx, decode(key, version, body)?)?),
+        ApiKey::Produce => produce::handle(ctx, decode(key, version, body)?)?,
+        ApiKey::Fetch => fetch::handle(ctx, decode(key, version, body)?)?,
+        ApiKey::ListOffsets => Reply::Now(list_offsets::handle(&ctx, decode(key, version, body)?)?),
+        ApiKey::CreateTopics => {
+            Reply::Now(create_topics::handle(&ctx, decode(key, version, body)?)?)
+        }
+        ApiKey::DeleteTopics => {
+            Reply::Now(delete_topics::handle(&ctx, decode(key, version, body)?)?)
+        }
+        ApiKey::CreatePartitions => Reply::Now(create_partitions::handle(
+            &ctx,
+            decode(key, version, body)?,
+        )?),
+        ApiKey::DeleteRecords => {
+            Reply::Now(delete_records::handle(&ctx, decode(key, version, body)?)?)
+        }
+        ApiKey::DescribeConfigs => {
+            Reply::Now(describe_configs::handle(&ctx, decode(key, version, body)?)?)
+        }
+        ApiKey::AlterConfigs => {
+            Reply::Now(alter_configs::handle(&ctx, decode(key, version, body)?)?)
+        }
+        ApiKey::IncrementalAlterConfigs => Reply::Now(incremental_alter_configs::handle(
+            &ctx,
+            decode(key, version, body)?,
+        )?),
+        ApiKey::DescribeCluster => {
+            Reply::Now(describe_cluster::handle(&ctx, decode(key, version, body)?)?)
+        }
+        ApiKey::DescribeClientQuotas => Reply::Now(describe_client_quotas::handle(
+            &ctx,
+            decode(key, version, body)?,
+        )?),
+        _ => Reply::Now(unsupported(correlation_id)),
+    };
+    Ok(reply)
+}
+
+/// The answer to an API or version we do not implement: the correlation id
+/// and UNSUPPORTED_VERSION, the way Kafka answers an unknown ApiVersions.
+fn unsupported(correlation_id: i32) -> BytesMut {
+    let mut buf = BytesMut::with_capacity(10);
+    buf.put_i32(6);
+    buf.put_i32(correlation_id);
+    buf.put_i16(ResponseError::UnsupportedVersion.code());
+    buf
+}
+
+/// Kafka's "no error".
+pub const NONE: i16 = 0;
+
+/// The code of a Kafka error.
+pub fn code(e: ResponseError) -> i16 {
+    e.code()
+}
+
+/// Maps topic registry errors to Kafka error codes and messages.
+pub fn topic_error(e: &crate::topics::Error) -> i16 {
+    use crate::topics::Error as E;
+    code(match e {
+        E::AlreadyExists(_) => ResponseError::TopicAlreadyExists,
+        E::Collides { .. } | E::InvalidName { .. } => ResponseError::InvalidTopicException,
+        E::UnknownTopic(_) => ResponseError::UnknownTopicOrPartition,
+        E::InvalidPartitions { .. } => ResponseError::InvalidPartitions,
+        E::Config(_) => ResponseError::InvalidConfig,
+        E::Log(_) | E::Io { .. } | E::BadMetadata { .. } => ResponseError::KafkaStorageError,
+    })
+}
+
+/// Maps commit log errors to Kafka error codes.
+pub fn log_error(e: &crate::commitlog::Error) -> i16 {
+    use crate::commitlog::Error as E;
+    code(match e {
+        E::InvalidBatch(b) if b.is_corrupt() => ResponseError::CorruptMessage,
+        E::InvalidBatch(_) => ResponseError::InvalidRecord,
+        E::OffsetOutOfRange { .. } => ResponseError::OffsetOutOfRange,
+        _ => ResponseError::KafkaStorageError,
+    })
+}
+
+/// The read-modify-write of a topic's config overrides shared by AlterConfigs
+/// and IncrementalAlterConfigs. `change` maps the current overrides to the
+/// new ones.
+pub fn set_topic_overrides(
+    ctx: &Ctx,
+    resource_type: i8,
+    name: &str,
+    change: impl FnOnce(
+        &std::collections::BTreeMap<String, String>,
+    )
+        -> Result<std::collections::BTreeMap<String, String>, (ResponseError, String)>,
+    validate_only: bool,
+) -> Result<(), (ResponseError, String)> {
+    match resource_type {
+        describe_configs::RESOURCE_TOPIC => {}
+        describe_configs::RESOURCE_BROKER => {
+            return Err((
+                ResponseError::InvalidRequest,
+                "broker configs are static in Sluice: set them in the YAML config file, a flag or a SLUICE_* variable and restart the broker".into(),
+            ))
+        }
+        other => {
+            return Err((
+                ResponseError::InvalidRequest,
+                format!("resource type {other} is not supported; use 2 (topic)"),
+            ))
+        }
+    }
+    let topic = ctx.broker.topics.get(name).ok_or_else(|| {
+        (
+            ResponseError::UnknownTopicOrPartition,
+            format!("unknown topic '{name}'"),
+        )
+    })?;
+    let next = change(&topic.overrides())?;
+    ctx.broker
+        .topics
+        .set_overrides(name, next, validate_only)
+        .map_err(|e| {
+            let err = ResponseError::try_from_code(topic_error(&e))
+                .unwrap_or(ResponseError::KafkaStorageError);
+            (err, e.to_string())
+        })
+}

@@ -1,0 +1,96 @@
+//! The accept loop and graceful shutdown.
+//!
+//! `run` takes a bound listener and a shutdown future, so tests bind port 0.
+//! On shutdown it stops accepting, lets connections finish the requests they
+//! have read (up to `shutdown.timeout.ms`), then flushes and closes every log.
+
+use std::future::Future;
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::Duration;
+
+use tokio::net::TcpListener;
+use tokio_util::sync::CancellationToken;
+use tokio_util::task::TaskTracker;
+
+use crate::broker::{Broker, StartError};
+use crate::config::BrokerConfig;
+use crate::connection;
+
+/// The address clients are told to connect to: the configured advertised
+/// listener, else the bound address (with a wildcard host replaced by this
+/// machine's host name).
+pub fn advertised_address(config: &BrokerConfig, bound: SocketAddr) -> (String, u16) {
+    if let Some((host, port)) = &config.advertised_listener {
+        let port = if *port == 0 { bound.port() } else { *port };
+        return (host.clone(), port);
+    }
+    let host = if bound.ip().is_unspecified() {
+        std::fs::read_to_string("/proc/sys/kernel/hostname")
+            .map(|h| h.trim().to_string())
+            .unwrap_or_else(|_| "localhost".into())
+    } else {
+        bound.ip().to_string()
+    };
+    (host, bound.port())
+}
+
+/// Opens the broker on `config.data_dir` and serves `listener` until
+/// `shutdown` completes.
+pub async fn run(
+    config: BrokerConfig,
+    listener: TcpListener,
+    shutdown: impl Future<Output = ()>,
+) -> Result<(), StartError> {
+    let bound = listener
+        .local_addr()
+        .map_err(|source| StartError::DataDir {
+            path: config.data_dir.clone(),
+            source,
+        })?;
+    let (host, port) = advertised_address(&config, bound);
+    let broker = Broker::open(config, host, port)?;
+    serve(broker, listener, shutdown).await;
+    Ok(())
+}
+
+/// Serves an opened broker; closes its logs before returning.
+pub async fn serve(broker: Arc<Broker>, listener: TcpListener, shutdown: impl Future<Output = ()>) {
+    let cancel = CancellationToken::new();
+    let tracker = TaskTracker::new();
+    let background = tokio::spawn(broker.clone().run_background(cancel.clone()));
+    tokio::pin!(shutdown);
+    loop {
+        tokio::select! {
+            _ = &mut shutdown => break,
+            accepted = listener.accept() => match accepted {
+                Ok((stream, peer)) => {
+                    let _ = stream.set_nodelay(true);
+                    tracker.spawn(connection::serve(broker.clone(), stream, peer, cancel.clone()));
+                }
+                Err(e) => {
+                    // Out of file descriptors and the like: back off, keep serving.
+                    tracing::warn!(error = %e, "accept failed");
+                    tokio::time::sleep(Duration::from_millis(50)).await;
+                }
+            },
+        }
+    }
+    tracing::info!("shutting down: no new connections, finishing in-flight requests");
+    drop(listener);
+    cancel.cancel();
+    tracker.close();
+    let deadline = Duration::from_millis(broker.config.shutdown_timeout_ms);
+    if tokio::time::timeout(deadline, tracker.wait())
+        .await
+        .is_err()
+    {
+        tracing::warn!(
+            "in-flight requests did not finish within shutdown.timeout.ms; closing anyway"
+        );
+    }
+    let _ = background.await;
+    let b = broker.clone();
+    let _ = tokio::task::spawn_blocking(move || b.close()).await;
+    tracing::info!("logs flushed and closed");
+}
