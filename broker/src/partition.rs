@@ -79,10 +79,17 @@ impl Partition {
     }
 
     /// Validates and appends a producer's record set, then wakes fetchers.
-    pub fn append(&self, records: &[u8], now_ms: i64) -> Result<AppendInfo, commitlog::Error> {
+    /// With `log_append_time` every batch gets the broker's clock as its
+    /// timestamp.
+    pub fn append(
+        &self,
+        records: &[u8],
+        now_ms: i64,
+        log_append_time: bool,
+    ) -> Result<AppendInfo, commitlog::Error> {
         let info = {
             let mut log = self.log.lock();
-            let info = log.append(records, 0, now_ms)?;
+            let info = log.append_with(records, 0, now_ms, log_append_time)?;
             self.high_watermark
                 .store(log.log_end_offset(), Ordering::Release);
             info

@@ -307,6 +307,28 @@ pub fn validate_payload(buf: &[u8]) -> Result<PayloadSummary, BatchError> {
     Ok(summary)
 }
 
+/// Checks batch timestamps against `message.timestamp.before.max.ms` and
+/// `message.timestamp.after.max.ms`: the batch's first and largest timestamps
+/// must lie within `[now - before_max, now + after_max]`. Returns the first
+/// offending timestamp. Malformed framing is left to validation.
+pub fn check_timestamps(
+    buf: &[u8],
+    now_ms: i64,
+    before_max: i64,
+    after_max: i64,
+) -> Result<(), i64> {
+    let earliest = now_ms.saturating_sub(before_max);
+    let latest = now_ms.saturating_add(after_max);
+    for (_, h) in headers(buf).flatten() {
+        for ts in [h.base_timestamp, h.max_timestamp] {
+            if ts >= 0 && (ts < earliest || ts > latest) {
+                return Err(ts);
+            }
+        }
+    }
+    Ok(())
+}
+
 /// Iterator over the batch headers of a byte slice: yields `(position, header)`
 /// after [`check_frame`] (no CRC), and stops after the first error.
 pub struct Headers<'a> {
@@ -349,6 +371,17 @@ impl Iterator for Headers<'_> {
 pub(crate) fn stamp(batch: &mut [u8], base_offset: i64, leader_epoch: i32) {
     batch[BASE_OFFSET_AT..BASE_OFFSET_AT + 8].copy_from_slice(&base_offset.to_be_bytes());
     batch[LEADER_EPOCH_AT..LEADER_EPOCH_AT + 4].copy_from_slice(&leader_epoch.to_be_bytes());
+}
+
+/// Marks a batch as `LogAppendTime` with `now_ms` as its timestamp, as Kafka
+/// does for topics with `message.timestamp.type=LogAppendTime`. Both fields are
+/// under the CRC, so it is recomputed (the only case where the broker does so).
+pub(crate) fn stamp_log_append_time(batch: &mut [u8], now_ms: i64) {
+    let attributes = be_i16(batch, ATTRIBUTES_AT) | ATTR_LOG_APPEND_TIME;
+    batch[ATTRIBUTES_AT..ATTRIBUTES_AT + 2].copy_from_slice(&attributes.to_be_bytes());
+    batch[MAX_TIMESTAMP_AT..MAX_TIMESTAMP_AT + 8].copy_from_slice(&now_ms.to_be_bytes());
+    let crc = crc32c::crc32c(&batch[ATTRIBUTES_AT..]);
+    batch[CRC_AT..CRC_AT + 4].copy_from_slice(&crc.to_be_bytes());
 }
 
 fn read_varlong(buf: &[u8], pos: &mut usize) -> Option<i64> {
@@ -708,6 +741,16 @@ mod tests {
         second[MAGIC_AT] = 0;
         b.extend(second);
         assert_eq!(validate_payload(&b).unwrap_err().position(), first);
+    }
+
+    #[test]
+    fn log_append_time_stamp_keeps_the_batch_valid() {
+        let mut b = sample();
+        stamp_log_append_time(&mut b, 42_000);
+        let h = validate_batch(&b, 0).unwrap();
+        assert!(h.is_log_append_time());
+        assert_eq!(h.max_timestamp, 42_000);
+        assert_eq!(h.codec(), 0);
     }
 
     #[test]

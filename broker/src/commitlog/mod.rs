@@ -300,6 +300,18 @@ impl Log {
         leader_epoch: i32,
         now_ms: i64,
     ) -> Result<AppendInfo, Error> {
+        self.append_with(records, leader_epoch, now_ms, false)
+    }
+
+    /// [`Log::append`], optionally stamping every batch with the broker's
+    /// clock (`message.timestamp.type=LogAppendTime`).
+    pub fn append_with(
+        &mut self,
+        records: &[u8],
+        leader_epoch: i32,
+        now_ms: i64,
+        log_append_time: bool,
+    ) -> Result<AppendInfo, Error> {
         self.check_writable()?;
         let summary = batch::validate_payload(records)?;
         let base_offset = self.next_offset;
@@ -320,7 +332,11 @@ impl Log {
         let mut next = base_offset;
         let mut pos = 0;
         while let Some(header) = batch::BatchHeader::parse(&scratch[pos..]) {
-            batch::stamp(&mut scratch[pos..], next, leader_epoch);
+            let end = pos + header.total_len();
+            batch::stamp(&mut scratch[pos..end], next, leader_epoch);
+            if log_append_time {
+                batch::stamp_log_append_time(&mut scratch[pos..end], now_ms);
+            }
             next += i64::from(header.last_offset_delta) + 1;
             pos += header.total_len();
         }
@@ -337,7 +353,11 @@ impl Log {
         Ok(AppendInfo {
             base_offset,
             last_offset: next - 1,
-            max_timestamp: summary.max_timestamp,
+            max_timestamp: if log_append_time {
+                now_ms
+            } else {
+                summary.max_timestamp
+            },
             record_count: summary.records,
         })
     }

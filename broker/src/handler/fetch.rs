@@ -50,6 +50,14 @@ pub fn handle(ctx: Ctx, req: FetchRequest) -> Result<Reply, Error> {
     let min_bytes = usize::try_from(req.min_bytes).unwrap_or(0);
     let read_committed = req.isolation_level == READ_COMMITTED;
     let (resp, size, errors) = read_all(&targets, max_bytes, read_committed);
+    tracing::trace!(
+        partitions = targets.len(),
+        size,
+        min_bytes,
+        max_bytes,
+        max_wait_ms = req.max_wait_ms,
+        "fetch"
+    );
     if size >= min_bytes.max(1) || errors || req.max_wait_ms <= 0 || targets.is_empty() {
         return Ok(Reply::Now(ctx.respond(&resp)?));
     }

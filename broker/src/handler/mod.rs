@@ -23,6 +23,7 @@ mod describe_client_quotas;
 mod describe_cluster;
 mod describe_configs;
 mod fetch;
+mod find_coordinator;
 mod incremental_alter_configs;
 mod list_offsets;
 mod metadata;
@@ -44,6 +45,7 @@ pub const SUPPORTED: &[(ApiKey, i16, i16)] = &[
     (ApiKey::IncrementalAlterConfigs, 0, 1),
     (ApiKey::DescribeCluster, 0, 1),
     (ApiKey::DescribeClientQuotas, 0, 0),
+    (ApiKey::FindCoordinator, 0, 4),
 ];
 
 /// Why a request could not be handled; the connection is closed.
@@ -51,6 +53,12 @@ pub const SUPPORTED: &[(ApiKey, i16, i16)] = &[
 pub enum Error {
     #[error("frame too short for a request header")]
     ShortFrame,
+    #[error("cannot decode the request header of {api:?} v{version}: {source}")]
+    Header {
+        api: ApiKey,
+        version: i16,
+        source: anyhow::Error,
+    },
     #[error("cannot decode {api:?} v{version}: {source}")]
     Decode {
         api: ApiKey,
@@ -143,8 +151,14 @@ pub async fn dispatch(broker: &Arc<Broker>, mut frame: Bytes) -> Result<Reply, E
         tracing::debug!(?key, version, "unsupported API version");
         return Ok(Reply::Now(unsupported(correlation_id)));
     }
+    tracing::trace!(?key, version, correlation_id, len = frame.len(), "request");
     let header_version = key.request_header_version(version);
-    let header = decode::<RequestHeader>(key, header_version, &mut frame)?;
+    let header =
+        RequestHeader::decode(&mut frame, header_version).map_err(|source| Error::Header {
+            api: key,
+            version,
+            source,
+        })?;
     let ctx = Ctx {
         broker: broker.clone(),
         header,
@@ -182,6 +196,9 @@ pub async fn dispatch(broker: &Arc<Broker>, mut frame: Bytes) -> Result<Reply, E
         )?),
         ApiKey::DescribeCluster => {
             Reply::Now(describe_cluster::handle(&ctx, decode(key, version, body)?)?)
+        }
+        ApiKey::FindCoordinator => {
+            Reply::Now(find_coordinator::handle(&ctx, decode(key, version, body)?)?)
         }
         ApiKey::DescribeClientQuotas => Reply::Now(describe_client_quotas::handle(
             &ctx,

@@ -10,6 +10,8 @@ use kafka_protocol::protocol::StrBytes;
 
 use super::{code, log_error, topic_error, Ctx, Error, Reply, NONE};
 use crate::broker::now_ms;
+use crate::commitlog::batch;
+use crate::config::TimestampType;
 use crate::partition::Partition;
 
 pub fn handle(ctx: Ctx, req: ProduceRequest) -> Result<Reply, Error> {
@@ -62,11 +64,32 @@ pub fn handle(ctx: Ctx, req: ProduceRequest) -> Result<Reply, Error> {
                 );
                 continue;
             }
-            match partition.append(&records, now) {
+            if let Err(ts) = batch::check_timestamps(
+                &records,
+                now,
+                config.message_timestamp_before_max_ms,
+                config.message_timestamp_after_max_ms,
+            ) {
+                let message = format!(
+                    "timestamp {ts} is outside the range allowed by message.timestamp.before.max.ms / after.max.ms of topic {name}"
+                );
+                parts.push(
+                    r.with_error_code(code(ResponseError::InvalidTimestamp))
+                        .with_error_message(Some(StrBytes::from_string(message))),
+                );
+                continue;
+            }
+            let log_append_time = config.message_timestamp_type == TimestampType::LogAppendTime;
+            match partition.append(&records, now, log_append_time) {
                 Ok(info) => {
                     r = r
                         .with_error_code(NONE)
                         .with_base_offset(info.base_offset)
+                        .with_log_append_time_ms(if log_append_time {
+                            info.max_timestamp
+                        } else {
+                            -1
+                        })
                         .with_log_start_offset(partition.log_start_offset());
                     let flush_now = if acks == -1 && ctx.broker.config.flush_acks_all {
                         true
