@@ -166,8 +166,6 @@ pub struct Log {
     generation: u64,
     target_generation: AtomicU64,
     poisoned: Option<String>,
-    /// Reused buffer for stamping appends.
-    scratch: Vec<u8>,
 }
 
 impl fmt::Debug for Log {
@@ -182,9 +180,6 @@ impl fmt::Debug for Log {
             .finish()
     }
 }
-
-/// The scratch buffer is kept between appends unless a huge payload grew it.
-const MAX_KEPT_SCRATCH: usize = 8 * 1024 * 1024;
 
 impl Log {
     /// Opens (creating if missing) the partition directory `dir` and recovers it.
@@ -208,7 +203,6 @@ impl Log {
             generation: 0,
             target_generation: AtomicU64::new(0),
             poisoned: None,
-            scratch: Vec::new(),
         })
     }
 
@@ -326,29 +320,32 @@ impl Log {
             self.roll(now_ms)?;
         }
 
-        let mut scratch = std::mem::take(&mut self.scratch);
-        scratch.clear();
-        scratch.extend_from_slice(records);
-        let mut next = base_offset;
-        let mut pos = 0;
-        while let Some(header) = batch::BatchHeader::parse(&scratch[pos..]) {
-            let end = pos + header.total_len();
-            batch::stamp(&mut scratch[pos..end], next, leader_epoch);
-            if log_append_time {
-                batch::stamp_log_append_time(&mut scratch[pos..end], now_ms);
-            }
-            next += i64::from(header.last_offset_delta) + 1;
-            pos += header.total_len();
-        }
         let last = self.segments.len() - 1;
-        let written = self.segments[last].append(&scratch, &self.config);
-        if scratch.capacity() <= MAX_KEPT_SCRATCH {
-            self.scratch = scratch;
-        }
-        if let Err(e) = written {
-            let path = self.segments[last].log_path().to_path_buf();
-            return Err(self.poisoned_io(&path, e));
-        }
+        let written = if log_append_time {
+            // The timestamp is under the CRC: stamp a copy and rewrite the CRC.
+            let mut copy = records.to_vec();
+            let mut next = base_offset;
+            let mut pos = 0;
+            while let Some(header) = batch::BatchHeader::parse(&copy[pos..]) {
+                let end = pos + header.total_len();
+                batch::stamp(&mut copy[pos..end], next, leader_epoch);
+                batch::stamp_log_append_time(&mut copy[pos..end], now_ms);
+                next += i64::from(header.last_offset_delta) + 1;
+                pos = end;
+            }
+            self.segments[last]
+                .append(&copy, &self.config)
+                .map(|()| next)
+        } else {
+            self.segments[last].append_stamped(records, base_offset, leader_epoch, &self.config)
+        };
+        let next = match written {
+            Ok(next) => next,
+            Err(e) => {
+                let path = self.segments[last].log_path().to_path_buf();
+                return Err(self.poisoned_io(&path, e));
+            }
+        };
         self.next_offset = next;
         Ok(AppendInfo {
             base_offset,

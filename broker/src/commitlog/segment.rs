@@ -377,6 +377,53 @@ impl Segment {
         self.next_offset = header.next_offset();
     }
 
+    /// Writes validated batches exactly as the producer sent them, with only
+    /// baseOffset (from `base_offset` on) and partitionLeaderEpoch replaced,
+    /// without copying them: each batch goes out as its 16 rewritten leading
+    /// bytes plus the untouched rest, in one vectored write. Returns the
+    /// offset after the last batch.
+    pub(crate) fn append_stamped(
+        &mut self,
+        data: &[u8],
+        base_offset: i64,
+        leader_epoch: i32,
+        config: &LogConfig,
+    ) -> io::Result<i64> {
+        // baseOffset (8) + batchLength (4) + partitionLeaderEpoch (4).
+        const PREFIX: usize = 16;
+        let mut headers = Vec::new();
+        let mut prefixes: Vec<[u8; PREFIX]> = Vec::new();
+        let mut next = base_offset;
+        for item in batch::headers(data) {
+            let (pos, mut header) = item.map_err(invalid_data)?;
+            header.base_offset = next;
+            header.partition_leader_epoch = leader_epoch;
+            let mut prefix = [0u8; PREFIX];
+            prefix[0..8].copy_from_slice(&next.to_be_bytes());
+            prefix[8..12].copy_from_slice(&header.batch_length.to_be_bytes());
+            prefix[12..16].copy_from_slice(&leader_epoch.to_be_bytes());
+            prefixes.push(prefix);
+            next = header.next_offset();
+            headers.push((pos, header));
+        }
+        let mut slices = Vec::with_capacity(headers.len() * 2);
+        for ((pos, header), prefix) in headers.iter().zip(&prefixes) {
+            let rest = data
+                .get(pos + PREFIX..pos + header.total_len())
+                .ok_or_else(|| {
+                    io::Error::new(io::ErrorKind::InvalidData, "batch shorter than its header")
+                })?;
+            slices.push(io::IoSlice::new(prefix));
+            slices.push(io::IoSlice::new(rest));
+        }
+        write_all_vectored_at(&self.log, &mut slices, self.size)?;
+        let start = self.size;
+        for (pos, header) in &headers {
+            self.track(start + *pos as u64, header, config);
+        }
+        Ok(next)
+    }
+
     /// Writes already stamped and validated batches at the end of the log with
     /// one positional write, then indexes them.
     pub(crate) fn append(&mut self, data: &[u8], config: &LogConfig) -> io::Result<()> {
@@ -693,4 +740,48 @@ pub(crate) fn delete_segment_files(dir: &Path, base_offset: i64) {
     for ext in [LOG_EXT, INDEX_EXT, TIME_INDEX_EXT] {
         delete_file(&file_path(dir, base_offset, ext));
     }
+}
+
+/// `pwritev` until every slice is written (the file cursor is not used, so
+/// concurrent positional reads are unaffected). At most `IOV_MAX` slices go
+/// to one call.
+fn write_all_vectored_at(
+    file: &File,
+    mut slices: &mut [io::IoSlice<'_>],
+    mut at: u64,
+) -> io::Result<()> {
+    const IOV_MAX: usize = 1024;
+    use std::os::fd::AsRawFd;
+    while !slices.is_empty() {
+        let n = slices.len().min(IOV_MAX);
+        let offset = libc::off_t::try_from(at)
+            .map_err(|_| io::Error::new(io::ErrorKind::InvalidInput, "file offset too large"))?;
+        // SAFETY: `IoSlice` is ABI-compatible with `iovec` on Unix, the slices
+        // outlive the call, and `n` is within their length.
+        #[allow(unsafe_code)]
+        let written = unsafe {
+            libc::pwritev(
+                file.as_raw_fd(),
+                slices.as_ptr().cast::<libc::iovec>(),
+                n as libc::c_int,
+                offset,
+            )
+        };
+        if written < 0 {
+            let e = io::Error::last_os_error();
+            if e.kind() == io::ErrorKind::Interrupted {
+                continue;
+            }
+            return Err(e);
+        }
+        if written == 0 {
+            return Err(io::Error::new(
+                io::ErrorKind::WriteZero,
+                "pwritev wrote nothing",
+            ));
+        }
+        at += written as u64;
+        io::IoSlice::advance_slices(&mut slices, written as usize);
+    }
+    Ok(())
 }

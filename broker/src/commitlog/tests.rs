@@ -662,3 +662,47 @@ fn a_malformed_checkpoint_is_ignored() {
     assert_eq!(log.log_start_offset(), 0);
     assert_eq!(log.log_end_offset(), 2);
 }
+
+#[test]
+fn log_append_time_stamps_the_broker_clock_and_keeps_the_crc_valid() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut log = Log::open(dir.path(), small_config()).unwrap();
+    let mut payload = batch(2, 1_000, 10);
+    payload.extend(batch(3, 2_000, 10));
+    let info = log.append_with(&payload, EPOCH, 99_000, true).unwrap();
+    assert_eq!(info.max_timestamp, 99_000);
+    assert_eq!(info.last_offset, 4);
+    let bytes = log.read(0, usize::MAX, i64::MAX).unwrap();
+    let mut pos = 0;
+    let mut seen = 0;
+    while pos < bytes.len() {
+        let h = batch::validate_batch(&bytes[pos..], pos).unwrap();
+        assert!(h.is_log_append_time());
+        assert_eq!(h.max_timestamp, 99_000);
+        assert_eq!(h.partition_leader_epoch, EPOCH);
+        pos += h.total_len();
+        seen += 1;
+    }
+    assert_eq!(seen, 2);
+}
+
+#[test]
+fn create_time_append_stores_the_producer_bytes_unchanged_past_the_stamped_fields() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut log = Log::open(dir.path(), small_config()).unwrap();
+    let mut payload = batch(2, 1_000, 10);
+    payload.extend(batch(3, 2_000, 10));
+    log.append(&batch(1, 0, 1), EPOCH, 0).unwrap();
+    log.append(&payload, EPOCH, 0).unwrap();
+    let stored = log.read(1, usize::MAX, i64::MAX).unwrap();
+    assert_eq!(stored.len(), payload.len());
+    let first_len = BatchHeader::parse(&payload).unwrap().total_len();
+    for (start, end) in [(0, first_len), (first_len, payload.len())] {
+        // Bytes 8..12 (length) and 16.. (magic onwards) are the producer's.
+        assert_eq!(
+            stored[start + 8..start + 12],
+            payload[start + 8..start + 12]
+        );
+        assert_eq!(stored[start + 16..end], payload[start + 16..end]);
+    }
+}

@@ -80,14 +80,14 @@ pub enum Reply {
 /// What every handler gets besides its request.
 pub struct Ctx {
     pub broker: Arc<Broker>,
-    pub header: RequestHeader,
+    pub correlation_id: i32,
     pub version: i16,
 }
 
 impl Ctx {
     /// Encodes `body` as the response to this request.
     pub fn respond<R: Encodable + HeaderVersion>(&self, body: &R) -> Result<BytesMut, Error> {
-        encode_frame(self.header.correlation_id, self.version, body)
+        encode_frame(self.correlation_id, self.version, body)
     }
 }
 
@@ -153,15 +153,17 @@ pub async fn dispatch(broker: &Arc<Broker>, mut frame: Bytes) -> Result<Reply, E
     }
     tracing::trace!(?key, version, correlation_id, len = frame.len(), "request");
     let header_version = key.request_header_version(version);
-    let header =
-        RequestHeader::decode(&mut frame, header_version).map_err(|source| Error::Header {
-            api: key,
-            version,
-            source,
-        })?;
+    // Decoded to validate and skip it. Nothing of it is kept: its client id
+    // is a view of the frame, and a deferred reply holding it would pin the
+    // whole (possibly multi-megabyte) request in memory until answered.
+    RequestHeader::decode(&mut frame, header_version).map_err(|source| Error::Header {
+        api: key,
+        version,
+        source,
+    })?;
     let ctx = Ctx {
         broker: broker.clone(),
-        header,
+        correlation_id,
         version,
     };
     let body = &mut frame;

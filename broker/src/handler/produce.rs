@@ -5,7 +5,7 @@ use std::sync::Arc;
 
 use kafka_protocol::error::ResponseError;
 use kafka_protocol::messages::produce_response::{PartitionProduceResponse, TopicProduceResponse};
-use kafka_protocol::messages::{ProduceRequest, ProduceResponse};
+use kafka_protocol::messages::{ProduceRequest, ProduceResponse, TopicName};
 use kafka_protocol::protocol::StrBytes;
 
 use super::{code, log_error, topic_error, Ctx, Error, Reply, NONE};
@@ -114,7 +114,8 @@ pub fn handle(ctx: Ctx, req: ProduceRequest) -> Result<Reply, Error> {
         }
         responses.push(
             TopicProduceResponse::default()
-                .with_name(td.name)
+                // A fresh string: the request's is a view of its frame.
+                .with_name(TopicName(StrBytes::from_string(name)))
                 .with_partition_responses(parts),
         );
     }
