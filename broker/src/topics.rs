@@ -219,6 +219,11 @@ impl TopicRegistry {
         self.topics.read().get(name).cloned()
     }
 
+    fn require(&self, name: &str) -> Result<Arc<Topic>, Error> {
+        self.get(name)
+            .ok_or_else(|| Error::UnknownTopic(name.to_string()))
+    }
+
     pub fn get_by_id(&self, id: Uuid) -> Option<Arc<Topic>> {
         self.topics.read().values().find(|t| t.id == id).cloned()
     }
@@ -296,9 +301,7 @@ impl TopicRegistry {
     /// Deletes a topic and its data.
     pub fn delete(&self, name: &str) -> Result<(), Error> {
         let _admin = self.admin.lock();
-        let topic = self
-            .get(name)
-            .ok_or_else(|| Error::UnknownTopic(name.to_string()))?;
+        let topic = self.require(name)?;
         let path = self.meta_path(name);
         std::fs::remove_file(&path).map_err(|source| Error::Io { path, source })?;
         sync_dir(&self.data_dir.join(META_DIR));
@@ -320,9 +323,7 @@ impl TopicRegistry {
         validate_only: bool,
     ) -> Result<(), Error> {
         let _admin = self.admin.lock();
-        let topic = self
-            .get(name)
-            .ok_or_else(|| Error::UnknownTopic(name.to_string()))?;
+        let topic = self.require(name)?;
         let current = topic.partition_count();
         if count <= current {
             return Err(Error::InvalidPartitions {
@@ -359,9 +360,7 @@ impl TopicRegistry {
         validate_only: bool,
     ) -> Result<(), Error> {
         let _admin = self.admin.lock();
-        let topic = self
-            .get(name)
-            .ok_or_else(|| Error::UnknownTopic(name.to_string()))?;
+        let topic = self.require(name)?;
         for (k, v) in &overrides {
             crate::config::validate_topic_override(k, v)?;
         }

@@ -177,8 +177,30 @@ impl Segment {
         config: &LogConfig,
         now_ms: i64,
     ) -> io::Result<Segment> {
+        Self::with_fresh_indexes(dir, base_offset, config, now_ms, true)
+    }
+
+    /// Opens a segment whose content is not trusted: indexes are recreated
+    /// empty and [`Segment::recover`] must run next.
+    pub(crate) fn open_untrusted(
+        dir: &Path,
+        base_offset: i64,
+        config: &LogConfig,
+        now_ms: i64,
+    ) -> io::Result<Segment> {
+        Self::with_fresh_indexes(dir, base_offset, config, now_ms, false)
+    }
+
+    /// The log file (truncated when `truncate`) with empty indexes.
+    fn with_fresh_indexes(
+        dir: &Path,
+        base_offset: i64,
+        config: &LogConfig,
+        now_ms: i64,
+        truncate: bool,
+    ) -> io::Result<Segment> {
         let log_path = file_path(dir, base_offset, LOG_EXT);
-        let log = open_log(&log_path, true)?;
+        let log = open_log(&log_path, truncate)?;
         Ok(Segment {
             base_offset,
             log_path,
@@ -261,40 +283,6 @@ impl Segment {
             created_ms,
             bytes_since_index_entry: 0,
         }))
-    }
-
-    /// Opens a segment whose content is not trusted: indexes are recreated
-    /// empty and [`Segment::recover`] must run next.
-    pub(crate) fn open_untrusted(
-        dir: &Path,
-        base_offset: i64,
-        config: &LogConfig,
-        now_ms: i64,
-    ) -> io::Result<Segment> {
-        let log_path = file_path(dir, base_offset, LOG_EXT);
-        let log = open_log(&log_path, false)?;
-        Ok(Segment {
-            base_offset,
-            log_path,
-            log: Arc::new(log),
-            size: 0,
-            next_offset: base_offset,
-            index: OffsetIndex::create(
-                &file_path(dir, base_offset, INDEX_EXT),
-                base_offset,
-                config.segment_index_bytes,
-            )?,
-            time_index: TimeIndex::create(
-                &file_path(dir, base_offset, TIME_INDEX_EXT),
-                base_offset,
-                config.segment_index_bytes,
-            )?,
-            max_timestamp: -1,
-            offset_of_max_timestamp: base_offset,
-            rolling_base_timestamp: None,
-            created_ms: now_ms,
-            bytes_since_index_entry: 0,
-        })
     }
 
     /// Scans the whole log file batch by batch (frame, CRC, fields, offsets
