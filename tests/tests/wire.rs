@@ -401,6 +401,9 @@ fn verify_acks0(bootstrap: &str, topic: &str, n: usize, tag: &str, base_ts: i64)
     Ok(())
 }
 
+/// Messages per codec and acks level.
+const ROUND_TRIP_MESSAGES: usize = 200_000;
+
 fn round_trip_matrix(codec: &str, counts: [(&str, usize); 3]) -> Result<()> {
     let broker = BrokerProcess::start()?;
     for (acks, n) in counts {
@@ -411,27 +414,62 @@ fn round_trip_matrix(codec: &str, counts: [(&str, usize); 3]) -> Result<()> {
 
 #[test]
 fn keyed_messages_round_trip_uncompressed() -> Result<()> {
-    round_trip_matrix("none", [("all", 200_000), ("1", 50_000), ("0", 20_000)])
+    round_trip_matrix(
+        "none",
+        [
+            ("all", ROUND_TRIP_MESSAGES),
+            ("1", ROUND_TRIP_MESSAGES),
+            ("0", ROUND_TRIP_MESSAGES),
+        ],
+    )
 }
 
 #[test]
 fn keyed_messages_round_trip_gzip() -> Result<()> {
-    round_trip_matrix("gzip", [("all", 50_000), ("1", 20_000), ("0", 20_000)])
+    round_trip_matrix(
+        "gzip",
+        [
+            ("all", ROUND_TRIP_MESSAGES),
+            ("1", ROUND_TRIP_MESSAGES),
+            ("0", ROUND_TRIP_MESSAGES),
+        ],
+    )
 }
 
 #[test]
 fn keyed_messages_round_trip_snappy() -> Result<()> {
-    round_trip_matrix("snappy", [("all", 50_000), ("1", 20_000), ("0", 20_000)])
+    round_trip_matrix(
+        "snappy",
+        [
+            ("all", ROUND_TRIP_MESSAGES),
+            ("1", ROUND_TRIP_MESSAGES),
+            ("0", ROUND_TRIP_MESSAGES),
+        ],
+    )
 }
 
 #[test]
 fn keyed_messages_round_trip_lz4() -> Result<()> {
-    round_trip_matrix("lz4", [("all", 20_000), ("1", 200_000), ("0", 20_000)])
+    round_trip_matrix(
+        "lz4",
+        [
+            ("all", ROUND_TRIP_MESSAGES),
+            ("1", ROUND_TRIP_MESSAGES),
+            ("0", ROUND_TRIP_MESSAGES),
+        ],
+    )
 }
 
 #[test]
 fn keyed_messages_round_trip_zstd() -> Result<()> {
-    round_trip_matrix("zstd", [("all", 200_000), ("1", 20_000), ("0", 20_000)])
+    round_trip_matrix(
+        "zstd",
+        [
+            ("all", ROUND_TRIP_MESSAGES),
+            ("1", ROUND_TRIP_MESSAGES),
+            ("0", ROUND_TRIP_MESSAGES),
+        ],
+    )
 }
 
 // ---------------------------------------------------------------------------
