@@ -558,8 +558,16 @@ impl Log {
     pub fn sync_target(&self) -> SyncTarget {
         let mut files = Vec::new();
         if self.next_offset > self.recovery_point {
-            for seg in &self.segments {
-                if seg.next_offset() > self.recovery_point {
+            let active = self.segments.len().saturating_sub(1);
+            for (i, seg) in self.segments.iter().enumerate() {
+                if seg.next_offset() <= self.recovery_point {
+                    continue;
+                }
+                if i == active {
+                    // Recovery always rescans the active segment and rebuilds
+                    // its indexes, so acknowledging a write needs only its log.
+                    files.push(seg.log_file());
+                } else {
                     files.extend(seg.sync_files());
                 }
             }

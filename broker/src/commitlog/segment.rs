@@ -609,6 +609,10 @@ impl Segment {
     }
 
     /// Handles to fsync for this segment's data and indexes to be durable.
+    pub(crate) fn log_file(&self) -> Arc<File> {
+        Arc::clone(&self.log)
+    }
+
     pub(crate) fn sync_files(&self) -> [Arc<File>; 3] {
         [
             Arc::clone(&self.log),
