@@ -363,17 +363,11 @@ impl Log {
     /// starts a new one at the log end offset.
     fn roll(&mut self, now_ms: i64) -> Result<(), Error> {
         let last = self.segments.len() - 1;
-        let flushed = self.segments[last].next_offset() <= self.recovery_point;
         let active = &mut self.segments[last];
-        let finished = active.finish().and_then(|()| {
-            // Data already flushed will not be synced again: make the trimmed
-            // indexes durable now.
-            if flushed {
-                active.sync_indexes()
-            } else {
-                Ok(())
-            }
-        });
+        // The trimmed indexes are made durable now, whether or not the data is:
+        // a flush already under way covers only the segment's log file, and its
+        // recovery point may then pass this segment, which recovery will trust.
+        let finished = active.finish().and_then(|()| active.sync_indexes());
         if let Err(e) = finished {
             let path = self.segments[last].log_path().to_path_buf();
             return Err(self.poisoned_io(&path, e));
