@@ -7,6 +7,7 @@ use std::time::Duration;
 use tokio_util::sync::CancellationToken;
 
 use crate::config::BrokerConfig;
+use crate::coordinator::{GroupCoordinator, OFFSETS_TOPIC};
 use crate::flusher::Flusher;
 use crate::topics::{self, Topic, TopicRegistry};
 
@@ -31,6 +32,8 @@ pub struct Broker {
     pub advertised_port: u16,
     pub topics: TopicRegistry,
     pub flusher: Flusher,
+    /// The classic group coordinator, backed by `__consumer_offsets`.
+    pub groups: GroupCoordinator,
 }
 
 impl Broker {
@@ -48,13 +51,29 @@ impl Broker {
         })?;
         let cluster_id = load_or_create_meta_properties(&dir, config.node_id)?;
         let topics = TopicRegistry::open(&dir, config.topic_defaults.clone())?;
+        let flusher = Flusher::start();
+        let offsets_topic = match topics.get(OFFSETS_TOPIC) {
+            Some(t) => t,
+            None => topics.create(
+                OFFSETS_TOPIC,
+                config.offsets_topic_num_partitions.max(1),
+                [("retention.ms".to_string(), "-1".to_string())].into(),
+            )?,
+        };
+        let groups = GroupCoordinator::open(
+            offsets_topic.partitions(),
+            flusher.clone(),
+            config.group_initial_rebalance_delay_ms,
+            config.offsets_retention_minutes,
+        );
         Ok(Arc::new(Broker {
             config,
             cluster_id,
             advertised_host,
             advertised_port,
             topics,
-            flusher: Flusher::start(),
+            flusher,
+            groups,
         }))
     }
 
@@ -103,6 +122,7 @@ impl Broker {
             tokio::select! {
                 _ = cancel.cancelled() => return,
                 _ = retention.tick() => {
+                    self.groups.expire_offsets(now_ms());
                     let b = self.clone();
                     let _ = tokio::task::spawn_blocking(move || b.apply_retention()).await;
                 }

@@ -6,6 +6,8 @@
 //! - [`broker`]: the state one broker shares between connections.
 //! - [`config`]: broker configuration (YAML file, CLI flags, `SLUICE_*` env) and
 //!   the topic-level configs with their broker-level defaults.
+//! - [`coordinator`]: the classic consumer-group coordinator and its storage in
+//!   `__consumer_offsets`.
 //! - [`commitlog`]: the on-disk log of one partition (segments, indexes, recovery,
 //!   retention).
 //! - [`partition`]: one partition replica: its log, high watermark and waiters.
@@ -20,6 +22,7 @@ pub mod broker;
 pub mod commitlog;
 pub mod config;
 pub mod connection;
+pub mod coordinator;
 pub mod flusher;
 pub mod handler;
 pub mod partition;

@@ -17,17 +17,27 @@ mod alter_configs;
 mod api_versions;
 mod create_partitions;
 mod create_topics;
+mod delete_groups;
 mod delete_records;
 mod delete_topics;
 mod describe_client_quotas;
 mod describe_cluster;
 mod describe_configs;
+mod describe_groups;
 mod fetch;
 mod find_coordinator;
+mod heartbeat;
 mod incremental_alter_configs;
+mod join_group;
+mod leave_group;
+mod list_groups;
 mod list_offsets;
 mod metadata;
+mod offset_commit;
+mod offset_delete;
+mod offset_fetch;
 mod produce;
+mod sync_group;
 
 /// The APIs and versions this broker implements, advertised by ApiVersions.
 pub const SUPPORTED: &[(ApiKey, i16, i16)] = &[
@@ -46,6 +56,16 @@ pub const SUPPORTED: &[(ApiKey, i16, i16)] = &[
     (ApiKey::DescribeCluster, 0, 1),
     (ApiKey::DescribeClientQuotas, 0, 0),
     (ApiKey::FindCoordinator, 0, 4),
+    (ApiKey::OffsetCommit, 2, 9),
+    (ApiKey::OffsetFetch, 1, 9),
+    (ApiKey::JoinGroup, 0, 9),
+    (ApiKey::Heartbeat, 0, 4),
+    (ApiKey::LeaveGroup, 0, 5),
+    (ApiKey::SyncGroup, 0, 5),
+    (ApiKey::DescribeGroups, 0, 5),
+    (ApiKey::ListGroups, 0, 5),
+    (ApiKey::DeleteGroups, 0, 2),
+    (ApiKey::OffsetDelete, 0, 0),
 ];
 
 /// Why a request could not be handled; the connection is closed.
@@ -82,6 +102,8 @@ pub struct Ctx {
     pub broker: Arc<Broker>,
     pub correlation_id: i32,
     pub version: i16,
+    /// The request header's client id, copied out of the frame.
+    pub client_id: String,
 }
 
 impl Ctx {
@@ -155,17 +177,25 @@ pub async fn dispatch(broker: &Arc<Broker>, mut frame: Bytes) -> Result<Reply, E
     let header_version = key.request_header_version(version);
     // Decoded to validate and skip it. Nothing of it is kept: its client id
     // is a view of the frame, and a deferred reply holding it would pin the
-    // whole (possibly multi-megabyte) request in memory until answered.
-    RequestHeader::decode(&mut frame, header_version).map_err(|source| Error::Header {
-        api: key,
-        version,
-        source,
-    })?;
+    // whole (possibly multi-megabyte) request in memory until answered;
+    // only the client id is copied out.
+    let header =
+        RequestHeader::decode(&mut frame, header_version).map_err(|source| Error::Header {
+            api: key,
+            version,
+            source,
+        })?;
     let ctx = Ctx {
         broker: broker.clone(),
         correlation_id,
         version,
+        client_id: header
+            .client_id
+            .as_deref()
+            .map(str::to_string)
+            .unwrap_or_default(),
     };
+    drop(header);
     let body = &mut frame;
     let reply = match key {
         ApiKey::ApiVersions => Reply::Now(api_versions::handle(&ctx, decode(key, version, body)?)?),
@@ -206,6 +236,18 @@ pub async fn dispatch(broker: &Arc<Broker>, mut frame: Bytes) -> Result<Reply, E
             &ctx,
             decode(key, version, body)?,
         )?),
+        ApiKey::JoinGroup => join_group::handle(ctx, decode(key, version, body)?)?,
+        ApiKey::SyncGroup => sync_group::handle(ctx, decode(key, version, body)?)?,
+        ApiKey::Heartbeat => Reply::Now(heartbeat::handle(&ctx, decode(key, version, body)?)?),
+        ApiKey::LeaveGroup => Reply::Now(leave_group::handle(&ctx, decode(key, version, body)?)?),
+        ApiKey::OffsetCommit => offset_commit::handle(ctx, decode(key, version, body)?)?,
+        ApiKey::OffsetFetch => Reply::Now(offset_fetch::handle(&ctx, decode(key, version, body)?)?),
+        ApiKey::ListGroups => Reply::Now(list_groups::handle(&ctx, decode(key, version, body)?)?),
+        ApiKey::DescribeGroups => {
+            Reply::Now(describe_groups::handle(&ctx, decode(key, version, body)?)?)
+        }
+        ApiKey::DeleteGroups => delete_groups::handle(ctx, decode(key, version, body)?)?,
+        ApiKey::OffsetDelete => offset_delete::handle(ctx, decode(key, version, body)?)?,
         _ => Reply::Now(unsupported(correlation_id)),
     };
     Ok(reply)
@@ -239,6 +281,26 @@ pub fn topic_error(e: &crate::topics::Error) -> i16 {
         E::InvalidPartitions { .. } => ResponseError::InvalidPartitions,
         E::Config(_) => ResponseError::InvalidConfig,
         E::Log(_) | E::Io { .. } | E::BadMetadata { .. } => ResponseError::KafkaStorageError,
+    })
+}
+
+/// Maps group coordinator errors to Kafka error codes.
+pub fn group_error(e: &crate::coordinator::GroupError) -> i16 {
+    use crate::coordinator::GroupError as E;
+    code(match e {
+        E::InvalidGroupId => ResponseError::InvalidGroupId,
+        E::UnknownMemberId => ResponseError::UnknownMemberId,
+        E::IllegalGeneration => ResponseError::IllegalGeneration,
+        E::RebalanceInProgress => ResponseError::RebalanceInProgress,
+        E::FencedInstanceId => ResponseError::FencedInstanceId,
+        E::InconsistentGroupProtocol => ResponseError::InconsistentGroupProtocol,
+        E::MemberIdRequired => ResponseError::MemberIdRequired,
+        E::InvalidSessionTimeout => ResponseError::InvalidSessionTimeout,
+        E::GroupIdNotFound => ResponseError::GroupIdNotFound,
+        E::NonEmptyGroup => ResponseError::NonEmptyGroup,
+        E::GroupSubscribedToTopic => ResponseError::GroupSubscribedToTopic,
+        E::OffsetMetadataTooLarge => ResponseError::OffsetMetadataTooLarge,
+        E::CoordinatorNotAvailable | E::Storage(_) => ResponseError::CoordinatorNotAvailable,
     })
 }
 

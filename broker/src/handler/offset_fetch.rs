@@ -1,0 +1,97 @@
+//! OffsetFetch (key 9), v1-9: one group (v1-7) or several (v8+). Null topics
+//! (v2+) return every committed offset of the group; a partition without a
+//! committed offset gets offset -1.
+
+use bytes::BytesMut;
+use kafka_protocol::messages::offset_fetch_response::{
+    OffsetFetchResponseGroup, OffsetFetchResponsePartition, OffsetFetchResponsePartitions,
+    OffsetFetchResponseTopic, OffsetFetchResponseTopics,
+};
+use kafka_protocol::messages::{GroupId, OffsetFetchRequest, OffsetFetchResponse, TopicName};
+use kafka_protocol::protocol::StrBytes;
+
+use super::{Ctx, Error, NONE};
+use crate::coordinator::group::Committed;
+
+type Fetched = Vec<(String, Vec<(i32, Option<Committed>)>)>;
+
+pub fn handle(ctx: &Ctx, req: OffsetFetchRequest) -> Result<BytesMut, Error> {
+    let s = StrBytes::from_string;
+    let groups = &ctx.broker.groups;
+    if ctx.version >= 8 {
+        let out = req
+            .groups
+            .iter()
+            .map(|g| {
+                let topics = g.topics.as_ref().map(|ts| {
+                    ts.iter()
+                        .map(|t| (t.name.0.to_string(), t.partition_indexes.clone()))
+                        .collect()
+                });
+                let fetched: Fetched = groups.fetch_offsets(&g.group_id.0, topics);
+                OffsetFetchResponseGroup::default()
+                    .with_group_id(GroupId(s(g.group_id.0.to_string())))
+                    .with_error_code(NONE)
+                    .with_topics(
+                        fetched
+                            .into_iter()
+                            .map(|(t, parts)| {
+                                OffsetFetchResponseTopics::default()
+                                    .with_name(TopicName(s(t)))
+                                    .with_partitions(
+                                        parts
+                                            .into_iter()
+                                            .map(|(p, c)| {
+                                                let (o, e, m) = split(c);
+                                                OffsetFetchResponsePartitions::default()
+                                                    .with_partition_index(p)
+                                                    .with_committed_offset(o)
+                                                    .with_committed_leader_epoch(e)
+                                                    .with_metadata(Some(s(m)))
+                                                    .with_error_code(NONE)
+                                            })
+                                            .collect(),
+                                    )
+                            })
+                            .collect(),
+                    )
+            })
+            .collect();
+        return ctx.respond(&OffsetFetchResponse::default().with_groups(out));
+    }
+    let topics = req.topics.as_ref().map(|ts| {
+        ts.iter()
+            .map(|t| (t.name.0.to_string(), t.partition_indexes.clone()))
+            .collect()
+    });
+    let fetched: Fetched = groups.fetch_offsets(&req.group_id.0, topics);
+    let topics = fetched
+        .into_iter()
+        .map(|(t, parts)| {
+            OffsetFetchResponseTopic::default()
+                .with_name(TopicName(s(t)))
+                .with_partitions(
+                    parts
+                        .into_iter()
+                        .map(|(p, c)| {
+                            let (o, e, m) = split(c);
+                            OffsetFetchResponsePartition::default()
+                                .with_partition_index(p)
+                                .with_committed_offset(o)
+                                .with_committed_leader_epoch(e)
+                                .with_metadata(Some(s(m)))
+                                .with_error_code(NONE)
+                        })
+                        .collect(),
+                )
+        })
+        .collect();
+    ctx.respond(&OffsetFetchResponse::default().with_topics(topics))
+}
+
+fn split(c: Option<Committed>) -> (i64, i32, String) {
+    match c {
+        Some(c) => (c.offset, c.leader_epoch, c.metadata),
+        None => (-1, -1, String::new()),
+    }
+}
