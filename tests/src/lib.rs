@@ -14,11 +14,19 @@
 //! - [`batch`]: a record batch v2 builder with a correct CRC32C, and the
 //!   byte offsets tests use to corrupt one on purpose.
 //! - [`cmd`]: running external clients (kcat, python3) with a deadline.
+//! - [`member`]: the child side of a consumer-group member process (rdkafka),
+//!   reporting rebalances, messages and commits as lines on stdout.
+//! - [`group`]: the parent side: [`group::Member`] processes (rdkafka or
+//!   kafka-python) that can be closed or killed, waits for a balanced
+//!   assignment, OffsetFetch / generation -1 commits, ListGroups and
+//!   DescribeGroups.
 
 pub mod batch;
 pub mod broker;
 pub mod cmd;
+pub mod group;
 pub mod kafka;
+pub mod member;
 pub mod raw;
 pub mod wait;
 
