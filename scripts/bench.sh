@@ -12,7 +12,7 @@ cd "$(dirname "${BASH_SOURCE[0]}")/.."
 
 MESSAGES="${MESSAGES:-3000000}"
 PORT="${PORT:-19392}"
-cargo build --release -q -p sluice-broker -p sluice-tests --bin sluice-broker --bin sluice-perf
+cargo build --release -q -p sluice-broker -p sluice-tests --bin sluice-broker --bin sluice-perf --bin sluice-group-bench
 TARGET="${CARGO_TARGET_DIR:-target}/release"
 PERF="$TARGET/sluice-perf"
 
@@ -53,4 +53,9 @@ stop_broker
 echo "== latency: acks=all at a fixed 20k msgs/s, 100-byte messages"
 run_broker
 "$PERF" produce --bootstrap "$B" --topic lat --messages 400000 --size 100 --acks all --partitions 6 --rate 20000 | grep RESULT
+stop_broker
+
+echo "== consumer groups: rebalance of a 10-member group, failover after a member dies"
+run_broker SLUICE_GROUP_INITIAL_REBALANCE_DELAY_MS=0
+"$TARGET/sluice-group-bench" --bootstrap "$B" --members 10 --partitions 12 | grep RESULT
 stop_broker
