@@ -31,6 +31,8 @@ pub async fn serve(
     peer: SocketAddr,
     cancel: CancellationToken,
 ) {
+    // Kafka's DescribeGroups shows members' hosts as `/ADDRESS`.
+    let client_host: Arc<str> = Arc::from(format!("/{}", peer.ip()));
     let (read, write) = stream.into_split();
     let (tx, mut rx) = mpsc::channel::<Reply>(MAX_IN_FLIGHT);
     let writer = tokio::spawn(async move {
@@ -61,6 +63,7 @@ pub async fn serve(
                 }
                 Reply::Nothing => continue,
             };
+            tracing::trace!(%peer, len = frame.len(), "response written");
             if let Err(e) = write.write_all(&frame).await {
                 tracing::debug!(%peer, error = %e, "write failed; closing connection");
                 return;
@@ -109,7 +112,7 @@ pub async fn serve(
                 buf.reserve(4 + len - buf.len());
                 break;
             };
-            match handler::dispatch(&broker, frame).await {
+            match handler::dispatch(&broker, &client_host, frame).await {
                 Ok(reply) => {
                     if tx.send(reply).await.is_err() {
                         break 'conn;

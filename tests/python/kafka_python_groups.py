@@ -154,6 +154,17 @@ class Member:
             stop.set()
 
         threading.Thread(target=read_stdin, daemon=True).start()
+        # Load the topic's metadata before joining. kafka-python 3.0.12 leads
+        # its first generation with whatever metadata it has; without the
+        # topic it assigns nothing and rejoins when the metadata arrives; under
+        # CPU load such a member was seen (with kafka-python DEBUG logs) to
+        # spin in its poll loop with need_rejoin False, sending neither
+        # JoinGroup nor Heartbeat, until the broker expired its session.
+        deadline = time.monotonic() + 30
+        while not self.consumer.partitions_for_topic(self.topic):
+            if time.monotonic() > deadline:
+                raise SystemExit(f"no metadata for topic {self.topic}")
+            time.sleep(0.05)
         self.consumer.subscribe([self.topic], listener=self.listener())
         emit("SUBSCRIBED")
         since_commit = 0

@@ -598,6 +598,13 @@ pub fn describe_group(bootstrap: &str, group: &str, topic: &str) -> Result<Optio
     };
     let mut members = Vec::new();
     for m in g.members() {
+        // Members connect over loopback; Kafka shows hosts as `/ADDRESS`.
+        anyhow::ensure!(
+            m.client_host() == "/127.0.0.1",
+            "member {} of {group} has client host {:?}, expected \"/127.0.0.1\"",
+            m.id(),
+            m.client_host()
+        );
         let parts = decode_assignment(m.assignment().unwrap_or_default(), topic)
             .with_context(|| format!("member {} of {group}", m.id()))?;
         members.push((m.client_id().to_string(), m.id().to_string(), parts));

@@ -16,7 +16,7 @@ pub fn handle(ctx: Ctx, req: JoinGroupRequest) -> Result<Reply, Error> {
         member_id: req.member_id.to_string(),
         instance_id: req.group_instance_id.map(|s| s.to_string()),
         client_id: ctx.client_id.clone(),
-        client_host: String::new(),
+        client_host: ctx.client_host.to_string(),
         session_timeout_ms: req.session_timeout_ms,
         // v0 has no rebalance timeout: Kafka uses the session timeout.
         rebalance_timeout_ms: if ctx.version >= 1 {

@@ -104,6 +104,8 @@ pub struct Ctx {
     pub version: i16,
     /// The request header's client id, copied out of the frame.
     pub client_id: String,
+    /// The client's address as Kafka shows it (`/127.0.0.1`).
+    pub client_host: Arc<str>,
 }
 
 impl Ctx {
@@ -150,7 +152,11 @@ fn decode<T: Decodable>(api: ApiKey, version: i16, body: &mut Bytes) -> Result<T
 }
 
 /// Handles one request frame (without its length prefix).
-pub async fn dispatch(broker: &Arc<Broker>, mut frame: Bytes) -> Result<Reply, Error> {
+pub async fn dispatch(
+    broker: &Arc<Broker>,
+    client_host: &Arc<str>,
+    mut frame: Bytes,
+) -> Result<Reply, Error> {
     if frame.len() < 8 {
         return Err(Error::ShortFrame);
     }
@@ -173,7 +179,6 @@ pub async fn dispatch(broker: &Arc<Broker>, mut frame: Bytes) -> Result<Reply, E
         tracing::debug!(?key, version, "unsupported API version");
         return Ok(Reply::Now(unsupported(correlation_id)));
     }
-    tracing::trace!(?key, version, correlation_id, len = frame.len(), "request");
     let header_version = key.request_header_version(version);
     // Decoded to validate and skip it. Nothing of it is kept: its client id
     // is a view of the frame, and a deferred reply holding it would pin the
@@ -194,8 +199,10 @@ pub async fn dispatch(broker: &Arc<Broker>, mut frame: Bytes) -> Result<Reply, E
             .as_deref()
             .map(str::to_string)
             .unwrap_or_default(),
+        client_host: client_host.clone(),
     };
     drop(header);
+    tracing::trace!(?key, version, correlation_id, client = %ctx.client_id, "request");
     let body = &mut frame;
     let reply = match key {
         ApiKey::ApiVersions => Reply::Now(api_versions::handle(&ctx, decode(key, version, body)?)?),
