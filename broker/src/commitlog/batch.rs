@@ -384,7 +384,8 @@ pub(crate) fn stamp_log_append_time(batch: &mut [u8], now_ms: i64) {
     batch[CRC_AT..CRC_AT + 4].copy_from_slice(&crc.to_be_bytes());
 }
 
-fn read_varlong(buf: &[u8], pos: &mut usize) -> Option<i64> {
+/// Reads a zigzag varlong (record fields) at `*pos`, advancing it.
+pub(crate) fn read_varlong(buf: &[u8], pos: &mut usize) -> Option<i64> {
     let mut raw: u64 = 0;
     let mut shift = 0u32;
     loop {
@@ -464,7 +465,8 @@ impl Iterator for RecordTimestamps<'_> {
     }
 }
 
-fn write_varlong(out: &mut Vec<u8>, v: i64) {
+/// Appends `v` as a zigzag varlong.
+pub(crate) fn write_varlong(out: &mut Vec<u8>, v: i64) {
     let mut raw = ((v << 1) ^ (v >> 63)) as u64;
     while raw >= 0x80 {
         out.push((raw as u8 & 0x7f) | 0x80);

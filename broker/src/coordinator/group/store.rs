@@ -14,7 +14,9 @@
 
 use bytes::Bytes;
 
-use crate::commitlog::batch::{self, BatchHeader, HEADER_LEN, LOG_OVERHEAD, MAGIC_V2};
+use crate::commitlog::batch::{
+    self, read_varlong, write_varlong, BatchHeader, HEADER_LEN, LOG_OVERHEAD, MAGIC_V2,
+};
 
 /// A decoded key of `__consumer_offsets`.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -287,33 +289,6 @@ impl Reader<'_> {
         }
         Some(Bytes::copy_from_slice(self.take(len as usize)?))
     }
-}
-
-fn write_varlong(out: &mut Vec<u8>, v: i64) {
-    let mut raw = ((v << 1) ^ (v >> 63)) as u64;
-    while raw >= 0x80 {
-        out.push((raw as u8 & 0x7f) | 0x80);
-        raw >>= 7;
-    }
-    out.push(raw as u8);
-}
-
-fn read_varlong(buf: &[u8], pos: &mut usize) -> Option<i64> {
-    let mut raw: u64 = 0;
-    let mut shift = 0u32;
-    loop {
-        let b = *buf.get(*pos)?;
-        *pos += 1;
-        raw |= u64::from(b & 0x7f) << shift;
-        if b & 0x80 == 0 {
-            break;
-        }
-        shift += 7;
-        if shift > 63 {
-            return None;
-        }
-    }
-    Some(((raw >> 1) as i64) ^ -((raw & 1) as i64))
 }
 
 /// Builds one uncompressed v2 batch of `(key, value)` records (a `None`
