@@ -63,7 +63,6 @@ pub async fn serve(
                 }
                 Reply::Nothing => continue,
             };
-            tracing::trace!(%peer, len = frame.len(), "response written");
             if let Err(e) = write.write_all(&frame).await {
                 tracing::debug!(%peer, error = %e, "write failed; closing connection");
                 return;
