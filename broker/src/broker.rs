@@ -1,15 +1,26 @@
 //! The state one broker shares between its connections and background tasks.
 
+use std::collections::BTreeMap;
 use std::path::Path;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
+use tokio::net::TcpListener;
+use tokio::sync::watch;
 use tokio_util::sync::CancellationToken;
+use uuid::Uuid;
 
+use crate::cluster::controller::{Controller, ControllerConfig};
+use crate::cluster::decide::Settings;
+use crate::cluster::image::{BrokerRegistration, MetadataImage};
+use crate::cluster::messages::{ControllerRequest, ControllerResponse, NewTopic};
+use crate::cluster::quorum::{Quorum, QuorumConfig};
 use crate::config::BrokerConfig;
 use crate::coordinator::{GroupCoordinator, OFFSETS_TOPIC};
 use crate::flusher::Flusher;
-use crate::topics::{self, Topic, TopicRegistry};
+use crate::replication::{fetcher, Replication};
+use crate::topics::{self, TopicRegistry};
 
 #[derive(Debug, thiserror::Error)]
 pub enum StartError {
@@ -22,11 +33,18 @@ pub enum StartError {
     MetaProperties(String),
     #[error(transparent)]
     Topics(#[from] topics::Error),
+    #[error("cannot start the metadata quorum: {0}")]
+    Quorum(String),
 }
 
-/// One broker: its config, identity, topics and group-commit flusher.
+/// How long a broker waits for the controller to answer an admin request.
+const CONTROLLER_TIMEOUT: Duration = Duration::from_secs(30);
+
+/// One broker: its config, identity, local replicas, the metadata quorum
+/// member and controller it runs, and the group coordinator.
 pub struct Broker {
     pub config: BrokerConfig,
+    /// From `meta.properties`; the cluster's id once the image has one.
     pub cluster_id: String,
     pub advertised_host: String,
     pub advertised_port: u16,
@@ -34,15 +52,26 @@ pub struct Broker {
     pub flusher: Flusher,
     /// The classic group coordinator, backed by `__consumer_offsets`.
     pub groups: GroupCoordinator,
+    pub quorum: Quorum,
+    pub controller: Controller,
+    pub replication: Replication,
+    /// Changes at every start, so the controller tells restarts apart.
+    pub incarnation: Uuid,
+    registered: watch::Sender<bool>,
+    shutting_down: AtomicBool,
+    cancel: CancellationToken,
 }
 
 impl Broker {
-    /// Opens the data dir (recovering every partition) and starts the flusher.
-    /// Must run inside a tokio runtime.
-    pub fn open(
+    /// Opens the data dir, starts this node's member of the metadata quorum
+    /// (restoring the last metadata image it knew), the controller and the
+    /// flusher, and hosts the replicas the image assigns here. Must run
+    /// inside a tokio runtime.
+    pub async fn start(
         config: BrokerConfig,
         advertised_host: String,
         advertised_port: u16,
+        controller_listener: Option<TcpListener>,
     ) -> Result<Arc<Broker>, StartError> {
         let dir = config.data_dir.clone();
         std::fs::create_dir_all(&dir).map_err(|source| StartError::DataDir {
@@ -52,21 +81,73 @@ impl Broker {
         let cluster_id = load_or_create_meta_properties(&dir, config.node_id)?;
         let topics = TopicRegistry::open(&dir, config.topic_defaults.clone())?;
         let flusher = Flusher::start();
-        let offsets_topic = match topics.get(OFFSETS_TOPIC) {
-            Some(t) => t,
-            None => topics.create(
-                OFFSETS_TOPIC,
-                config.offsets_topic_num_partitions.max(1),
-                [("retention.ms".to_string(), "-1".to_string())].into(),
-            )?,
+        let voters: BTreeMap<i32, String> = if config.voters.is_empty() {
+            // A single-node cluster: its own only voter, no network needed.
+            [(
+                config.node_id,
+                config.controller_listen.clone().unwrap_or_default(),
+            )]
+            .into()
+        } else {
+            config.voters.clone()
         };
-        let groups = GroupCoordinator::open(
-            offsets_topic.partitions(),
+        let controller = Controller::new(ControllerConfig {
+            settings: Settings {
+                num_partitions: config.num_partitions,
+                default_replication_factor: config.default_replication_factor,
+                topic_defaults: config.topic_defaults.clone(),
+            },
+            cluster_id: cluster_id.clone(),
+            voters: voters.clone(),
+            session_timeout: Duration::from_millis(config.broker_session_timeout_ms),
+            rebalance_interval: config.auto_leader_rebalance_enable.then(|| {
+                Duration::from_secs(config.leader_imbalance_check_interval_seconds.max(1))
+            }),
+            offsets_partitions: config.offsets_topic_num_partitions.max(1),
+            offsets_replication_factor: config.offsets_topic_replication_factor.max(1),
+        });
+        let election = config.controller_election_timeout_ms.max(100);
+        let quorum = Quorum::start(
+            QuorumConfig {
+                node_id: config.node_id,
+                dir: dir.join("__cluster_metadata"),
+                voters,
+                heartbeat_interval_ms: (election / 5).max(20),
+                election_timeout_min_ms: election,
+            },
+            controller_listener,
+            Arc::new(controller.clone()),
+        )
+        .await
+        .map_err(|e| StartError::Quorum(e.to_string()))?;
+        controller.attach(quorum.clone());
+        let image = quorum.image();
+        let offsets_partitions = image
+            .topic(OFFSETS_TOPIC)
+            .map(|t| i32::try_from(t.partitions.len()).unwrap_or(1))
+            .unwrap_or(config.offsets_topic_num_partitions.max(1));
+        let groups = GroupCoordinator::new(
+            offsets_partitions,
             flusher.clone(),
             config.group_initial_rebalance_delay_ms,
             config.offsets_retention_minutes,
+            config.topic_defaults.min_insync_replicas,
+            Duration::from_millis(5_000),
         );
-        Ok(Arc::new(Broker {
+        let cancel = CancellationToken::new();
+        let replication = Replication::new(
+            fetcher::Settings {
+                node_id: config.node_id,
+                wait_max_ms: i32::try_from(config.replica_fetch_wait_max_ms).unwrap_or(500),
+                partition_max_bytes: config.replica_fetch_max_bytes,
+                response_max_bytes: config.replica_fetch_response_max_bytes,
+                flush: config.flush_acks_all,
+                request_timeout: Duration::from_secs(10),
+            },
+            cancel.child_token(),
+        );
+        let (registered, _) = watch::channel(false);
+        let broker = Arc::new(Broker {
             config,
             cluster_id,
             advertised_host,
@@ -74,35 +155,231 @@ impl Broker {
             topics,
             flusher,
             groups,
-        }))
+            quorum,
+            controller,
+            replication,
+            incarnation: Uuid::new_v4(),
+            registered,
+            shutting_down: AtomicBool::new(false),
+            cancel,
+        });
+        let b = broker.clone();
+        let _ =
+            tokio::task::spawn_blocking(move || crate::replication::reconcile(&b, &image)).await;
+        broker.clone().spawn_cluster_tasks();
+        Ok(broker)
     }
 
     pub fn node_id(&self) -> i32 {
         self.config.node_id
     }
 
-    /// Looks a topic up, creating it with broker defaults when
-    /// `auto.create.topics.enable` is on and the caller allows it.
-    pub fn topic(
-        &self,
-        name: &str,
-        auto_create: bool,
-    ) -> Result<Option<Arc<Topic>>, topics::Error> {
-        if let Some(t) = self.topics.get(name) {
-            return Ok(Some(t));
+    /// The metadata image this broker serves from.
+    pub fn image(&self) -> Arc<MetadataImage> {
+        self.quorum.image()
+    }
+
+    /// The cluster id clients see.
+    pub fn cluster_id(&self) -> String {
+        self.image()
+            .cluster_id
+            .clone()
+            .unwrap_or_else(|| self.cluster_id.clone())
+    }
+
+    /// Sends a request to the active controller (wherever it runs).
+    pub async fn controller_call(&self, req: ControllerRequest) -> ControllerResponse {
+        self.quorum.call_controller(req, CONTROLLER_TIMEOUT).await
+    }
+
+    /// Waits until this broker's image has applied metadata-log entry
+    /// `index` (so its own answers reflect a change the controller made).
+    pub async fn wait_applied(&self, index: u64, timeout: Duration) -> bool {
+        let mut rx = self.quorum.watch();
+        tokio::time::timeout(timeout, rx.wait_for(|img| img.applied_index >= index))
+            .await
+            .is_ok_and(|r| r.is_ok())
+    }
+
+    /// Waits until the controller has registered this broker, up to `timeout`.
+    pub async fn wait_registered(&self, timeout: Duration) -> bool {
+        let mut rx = self.registered.subscribe();
+        tokio::time::timeout(timeout, rx.wait_for(|r| *r))
+            .await
+            .is_ok_and(|r| r.is_ok())
+    }
+
+    /// Creates topics with the broker defaults (auto-creation); topics that
+    /// exist meanwhile are fine. Returns once this broker's image has them.
+    pub async fn auto_create(&self, names: Vec<String>) {
+        if names.is_empty() || !self.config.auto_create_topics_enable {
+            return;
         }
-        if !(auto_create && self.config.auto_create_topics_enable) {
-            return Ok(None);
+        let topics = names
+            .into_iter()
+            .map(|name| NewTopic {
+                name,
+                partitions: -1,
+                replication_factor: -1,
+                assignments: None,
+                configs: BTreeMap::new(),
+            })
+            .collect();
+        let resp = self
+            .controller_call(ControllerRequest::CreateTopics {
+                topics,
+                validate_only: false,
+            })
+            .await;
+        if let ControllerResponse::Outcomes { applied_index, .. } = resp {
+            self.wait_applied(applied_index, Duration::from_secs(5))
+                .await;
         }
-        match self
-            .topics
-            .create(name, self.config.num_partitions, Default::default())
-        {
-            Ok(t) => Ok(Some(t)),
-            // Another connection created it meanwhile.
-            Err(topics::Error::AlreadyExists(_)) => Ok(self.topics.get(name)),
-            Err(e) => Err(e),
+    }
+
+    fn spawn_cluster_tasks(self: Arc<Self>) {
+        let cancel = self.cancel.clone();
+        tokio::spawn(self.controller.clone().run(cancel.clone()));
+        tokio::spawn(self.clone().follow_metadata(cancel.clone()));
+        tokio::spawn(self.clone().membership(cancel.clone()));
+        tokio::spawn(Replication::run_isr(self.clone(), cancel));
+    }
+
+    /// Applies every new metadata image to the local replicas.
+    async fn follow_metadata(self: Arc<Self>, cancel: CancellationToken) {
+        let mut rx = self.quorum.watch();
+        loop {
+            tokio::select! {
+                _ = cancel.cancelled() => return,
+                changed = rx.changed() => if changed.is_err() { return },
+            }
+            let image = rx.borrow_and_update().clone();
+            let b = self.clone();
+            if tokio::task::spawn_blocking(move || crate::replication::reconcile(&b, &image))
+                .await
+                .is_err()
+            {
+                tracing::error!("applying the metadata image failed");
+            }
         }
+    }
+
+    fn registration(&self) -> BrokerRegistration {
+        BrokerRegistration {
+            id: self.node_id(),
+            host: self.advertised_host.clone(),
+            port: self.advertised_port,
+            rack: self.config.rack.clone(),
+            controller_addr: self.config.controller_listen.clone(),
+            incarnation: self.incarnation,
+            fenced: false,
+            in_controlled_shutdown: false,
+        }
+    }
+
+    /// Registers with the controller, then heartbeats; registers again when
+    /// the controller fenced this incarnation.
+    async fn membership(self: Arc<Self>, cancel: CancellationToken) {
+        let every = Duration::from_millis(self.config.broker_heartbeat_interval_ms.max(10));
+        let mut registered = false;
+        loop {
+            if self.shutting_down.load(Ordering::Acquire) {
+                // Controlled shutdown heartbeats from now on.
+                return;
+            }
+            let timeout = every.max(Duration::from_millis(500));
+            if !registered {
+                let resp = self
+                    .quorum
+                    .call_controller(ControllerRequest::Register(self.registration()), timeout)
+                    .await;
+                match resp {
+                    ControllerResponse::Registered => {
+                        registered = true;
+                        self.registered.send_replace(true);
+                        tracing::info!(node = self.node_id(), "registered with the controller");
+                    }
+                    other => tracing::debug!(answer = ?other, "registration not accepted yet"),
+                }
+            } else {
+                let resp = self
+                    .quorum
+                    .call_controller(
+                        ControllerRequest::Heartbeat {
+                            id: self.node_id(),
+                            incarnation: self.incarnation,
+                            want_shutdown: false,
+                        },
+                        timeout,
+                    )
+                    .await;
+                if let ControllerResponse::Heartbeat { fenced: true, .. } = resp {
+                    tracing::warn!("the controller fenced this broker; registering again");
+                    registered = false;
+                }
+            }
+            let pause = if registered {
+                every
+            } else {
+                every.min(Duration::from_millis(200))
+            };
+            tokio::select! {
+                _ = cancel.cancelled() => return,
+                _ = tokio::time::sleep(pause) => {}
+            }
+        }
+    }
+
+    /// Controlled shutdown: asks the controller to move leadership away from
+    /// this broker and take it out of the ISRs, and waits (up to
+    /// `controlled.shutdown.timeout.ms`) until it has.
+    pub async fn controlled_shutdown(&self) {
+        self.shutting_down.store(true, Ordering::Release);
+        if !self.config.controlled_shutdown_enable || !*self.registered.borrow() {
+            return;
+        }
+        let deadline = tokio::time::Instant::now()
+            + Duration::from_millis(self.config.controlled_shutdown_timeout_ms);
+        tracing::info!("controlled shutdown: handing off leadership");
+        while tokio::time::Instant::now() < deadline {
+            let resp = self
+                .quorum
+                .call_controller(
+                    ControllerRequest::Heartbeat {
+                        id: self.node_id(),
+                        incarnation: self.incarnation,
+                        want_shutdown: true,
+                    },
+                    Duration::from_secs(2),
+                )
+                .await;
+            if let ControllerResponse::Heartbeat {
+                shutdown_ready: true,
+                ..
+            } = resp
+            {
+                // Wait until our own image shows it, so in-flight produces
+                // are answered NOT_LEADER_OR_FOLLOWER rather than cut off.
+                let me = self.node_id();
+                let mut rx = self.quorum.watch();
+                let _ = tokio::time::timeout(
+                    Duration::from_secs(2),
+                    rx.wait_for(|img| crate::cluster::decide::movable_leaderships(img, me) == 0),
+                )
+                .await;
+                tracing::info!("controlled shutdown: leadership handed off");
+                return;
+            }
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+        tracing::warn!("controlled shutdown did not finish within controlled.shutdown.timeout.ms; stopping anyway");
+    }
+
+    /// Stops the cluster tasks, fetchers and the quorum member.
+    pub async fn stop_cluster(&self) {
+        self.cancel.cancel();
+        self.replication.stop_fetchers();
+        self.quorum.shutdown().await;
     }
 
     /// Background work: retention and segment roll by time, recovery-point

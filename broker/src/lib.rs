@@ -19,6 +19,8 @@
 
 pub mod alloc;
 pub mod broker;
+pub mod client;
+pub mod cluster;
 pub mod commitlog;
 pub mod config;
 pub mod connection;
@@ -26,5 +28,6 @@ pub mod coordinator;
 pub mod flusher;
 pub mod handler;
 pub mod partition;
+pub mod replication;
 pub mod server;
 pub mod topics;

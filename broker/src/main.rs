@@ -3,6 +3,7 @@
 
 use std::io::Write;
 use std::process::ExitCode;
+use std::time::Duration;
 
 use clap::Parser;
 use sluice_broker::alloc::GuardedAlloc;
@@ -57,7 +58,21 @@ async fn run(config: BrokerConfig) -> anyhow::Result<()> {
     let bound = listener.local_addr()?;
     let (host, port) = server::advertised_address(&config, bound);
     let data_dir = config.data_dir.clone();
-    let broker = Broker::open(config, host, port)?;
+    let controller = server::bind_controller(&config).await.map_err(|e| {
+        anyhow::anyhow!(
+            "cannot listen on the controller address {}: {e}",
+            config.controller_listen.as_deref().unwrap_or_default()
+        )
+    })?;
+    let broker = Broker::start(config, host, port, controller).await?;
+    if !broker
+        .wait_registered(Duration::from_millis(
+            broker.config.broker_session_timeout_ms,
+        ))
+        .await
+    {
+        tracing::warn!("not registered with a controller yet (is a majority of the voters up?); serving anyway");
+    }
     tracing::info!(node = broker.node_id(), data_dir = %data_dir.display(), advertised = %format!("{}:{}", broker.advertised_host, broker.advertised_port), "broker started");
     println!("sluice-broker listening on {bound}");
     std::io::stdout().flush()?;

@@ -35,6 +35,14 @@ pub fn advertised_address(config: &BrokerConfig, bound: SocketAddr) -> (String, 
     (host, bound.port())
 }
 
+/// Binds the controller port when this broker has one.
+pub async fn bind_controller(config: &BrokerConfig) -> std::io::Result<Option<TcpListener>> {
+    match &config.controller_listen {
+        Some(addr) if !config.voters.is_empty() => TcpListener::bind(addr).await.map(Some),
+        _ => Ok(None),
+    }
+}
+
 /// Opens the broker on `config.data_dir` and serves `listener` until
 /// `shutdown` completes.
 pub async fn run(
@@ -49,7 +57,15 @@ pub async fn run(
             source,
         })?;
     let (host, port) = advertised_address(&config, bound);
-    let broker = Broker::open(config, host, port)?;
+    let controller = bind_controller(&config)
+        .await
+        .map_err(|e| StartError::Quorum(format!("cannot listen on the controller address: {e}")))?;
+    let broker = Broker::start(config, host, port, controller).await?;
+    broker
+        .wait_registered(Duration::from_millis(
+            broker.config.broker_session_timeout_ms,
+        ))
+        .await;
     serve(broker, listener, shutdown).await;
     Ok(())
 }
@@ -60,9 +76,16 @@ pub async fn serve(broker: Arc<Broker>, listener: TcpListener, shutdown: impl Fu
     let tracker = TaskTracker::new();
     let background = tokio::spawn(broker.clone().run_background(cancel.clone()));
     tokio::pin!(shutdown);
+    // Controlled shutdown runs while connections are still accepted: clients
+    // keep being served until leadership has moved, then re-route.
+    let handoff = async {
+        (&mut shutdown).await;
+        broker.controlled_shutdown().await;
+    };
+    tokio::pin!(handoff);
     loop {
         tokio::select! {
-            _ = &mut shutdown => break,
+            _ = &mut handoff => break,
             accepted = listener.accept() => match accepted {
                 Ok((stream, peer)) => {
                     let _ = stream.set_nodelay(true);
@@ -90,6 +113,7 @@ pub async fn serve(broker: Arc<Broker>, listener: TcpListener, shutdown: impl Fu
         );
     }
     let _ = background.await;
+    broker.stop_cluster().await;
     let b = broker.clone();
     let _ = tokio::task::spawn_blocking(move || b.close()).await;
     tracing::info!("logs flushed and closed");

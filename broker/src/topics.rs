@@ -1,11 +1,6 @@
-//! The topic registry: which topics exist, their ids, partition counts and
-//! config overrides, persisted under `<data-dir>/.topics/<name>.yaml`.
-//!
-//! Order of operations keeps a crash harmless: a topic's partition
-//! directories are created before its metadata file is written, and the
-//! metadata file is removed before its directories are. At start-up,
-//! partition directories that belong to no metadata file are leftovers of a
-//! crash and are removed.
+//! The replicas this broker hosts, by topic. Which topics exist, their
+//! partitions and configs are the metadata image's (see `crate::cluster`);
+//! this registry holds the local replicas the image assigns here.
 
 use std::collections::{BTreeMap, HashMap};
 use std::io::Write;
@@ -13,14 +8,11 @@ use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
 use parking_lot::{Mutex, RwLock};
-use serde::{Deserialize, Serialize};
 use uuid::Uuid;
 
 use crate::commitlog;
 use crate::config::{ConfigError, TopicConfig};
 use crate::partition::Partition;
-
-const META_DIR: &str = ".topics";
 
 /// Longest topic name Kafka accepts.
 pub const MAX_TOPIC_NAME_LEN: usize = 249;
@@ -81,40 +73,25 @@ pub fn validate_name(name: &str) -> Result<(), Error> {
     Ok(())
 }
 
-fn collision_key(name: &str) -> String {
-    name.replace('.', "_")
-}
-
-#[derive(Serialize, Deserialize)]
-struct TopicMeta {
-    name: String,
-    id: String,
-    partitions: i32,
-    #[serde(default)]
-    configs: BTreeMap<String, String>,
-}
-
-/// A topic hosted by this broker.
+/// A topic with at least one replica on this broker.
 pub struct Topic {
     pub name: Arc<str>,
     pub id: Uuid,
-    partitions: RwLock<Vec<Arc<Partition>>>,
+    /// The replicas hosted here, by partition index.
+    partitions: RwLock<BTreeMap<i32, Arc<Partition>>>,
     overrides: RwLock<BTreeMap<String, String>>,
     config: RwLock<TopicConfig>,
 }
 
 impl Topic {
+    /// The local replica of partition `index`, if this broker hosts one.
     pub fn partition(&self, index: i32) -> Option<Arc<Partition>> {
-        let index = usize::try_from(index).ok()?;
-        self.partitions.read().get(index).cloned()
+        self.partitions.read().get(&index).cloned()
     }
 
+    /// Every local replica, by index.
     pub fn partitions(&self) -> Vec<Arc<Partition>> {
-        self.partitions.read().clone()
-    }
-
-    pub fn partition_count(&self) -> i32 {
-        i32::try_from(self.partitions.read().len()).unwrap_or(i32::MAX)
+        self.partitions.read().values().cloned().collect()
     }
 
     pub fn overrides(&self) -> BTreeMap<String, String> {
@@ -128,85 +105,37 @@ impl Topic {
     pub fn is_internal(&self) -> bool {
         self.name.starts_with("__")
     }
-
-    fn meta(&self) -> TopicMeta {
-        TopicMeta {
-            name: self.name.to_string(),
-            id: self.id.to_string(),
-            partitions: self.partition_count(),
-            configs: self.overrides(),
-        }
-    }
 }
 
-/// Every topic of this broker.
+/// The replicas this broker hosts, grouped by topic. What it hosts is
+/// decided by the metadata image (see `crate::replication::reconcile`);
+/// this registry only opens, finds and removes them.
 pub struct TopicRegistry {
     data_dir: PathBuf,
     defaults: TopicConfig,
     topics: RwLock<HashMap<Arc<str>, Arc<Topic>>>,
-    /// Serialises create/delete/alter so metadata files and the map agree.
+    /// Serialises opening and removing replicas.
     admin: Mutex<()>,
 }
 
+/// The file in a partition directory naming the topic id it belongs to, so
+/// a directory left from a deleted topic is never mistaken for a new topic
+/// of the same name (Kafka's `partition.metadata`).
+const PARTITION_METADATA: &str = "partition.metadata";
+
 impl TopicRegistry {
-    /// Loads every topic's metadata and opens (recovering) its partitions.
+    /// An empty registry over `data_dir`; leftovers of interrupted deletes
+    /// are removed.
     pub fn open(data_dir: &Path, defaults: TopicConfig) -> Result<TopicRegistry, Error> {
-        let meta_dir = data_dir.join(META_DIR);
-        std::fs::create_dir_all(&meta_dir).map_err(|source| Error::Io {
-            path: meta_dir.clone(),
+        std::fs::create_dir_all(data_dir).map_err(|source| Error::Io {
+            path: data_dir.to_path_buf(),
             source,
         })?;
-        let mut topics = HashMap::new();
-        let entries = std::fs::read_dir(&meta_dir).map_err(|source| Error::Io {
-            path: meta_dir.clone(),
-            source,
-        })?;
-        for entry in entries.flatten() {
-            let path = entry.path();
-            if path.extension().and_then(|e| e.to_str()) != Some("yaml") {
-                // Temp files of an interrupted metadata write.
-                let _ = std::fs::remove_file(&path);
-                continue;
-            }
-            let text = std::fs::read_to_string(&path).map_err(|source| Error::Io {
-                path: path.clone(),
-                source,
-            })?;
-            let meta: TopicMeta = serde_yaml::from_str(&text).map_err(|e| Error::BadMetadata {
-                path: path.clone(),
-                reason: e.to_string(),
-            })?;
-            let id = Uuid::parse_str(&meta.id).map_err(|e| Error::BadMetadata {
-                path: path.clone(),
-                reason: e.to_string(),
-            })?;
-            let config = TopicConfig::resolve(&defaults, &meta.configs)?;
-            let name: Arc<str> = Arc::from(meta.name.as_str());
-            let mut partitions = Vec::new();
-            for p in 0..meta.partitions {
-                partitions.push(Arc::new(Partition::open(
-                    data_dir,
-                    name.clone(),
-                    p,
-                    config.log_config(),
-                )?));
-            }
-            topics.insert(
-                name.clone(),
-                Arc::new(Topic {
-                    name,
-                    id,
-                    partitions: RwLock::new(partitions),
-                    overrides: RwLock::new(meta.configs),
-                    config: RwLock::new(config),
-                }),
-            );
-        }
-        remove_orphan_partition_dirs(data_dir, &topics);
+        remove_deleted_dirs(data_dir);
         Ok(TopicRegistry {
             data_dir: data_dir.to_path_buf(),
             defaults,
-            topics: RwLock::new(topics),
+            topics: RwLock::new(HashMap::new()),
             admin: Mutex::new(()),
         })
     }
@@ -219,13 +148,9 @@ impl TopicRegistry {
         self.topics.read().get(name).cloned()
     }
 
-    fn require(&self, name: &str) -> Result<Arc<Topic>, Error> {
-        self.get(name)
-            .ok_or_else(|| Error::UnknownTopic(name.to_string()))
-    }
-
-    pub fn get_by_id(&self, id: Uuid) -> Option<Arc<Topic>> {
-        self.topics.read().values().find(|t| t.id == id).cloned()
+    /// The local replica of `topic`-`index`.
+    pub fn partition(&self, topic: &str, index: i32) -> Option<Arc<Partition>> {
+        self.get(topic).and_then(|t| t.partition(index))
     }
 
     /// All topics, sorted by name.
@@ -235,165 +160,128 @@ impl TopicRegistry {
         all
     }
 
-    /// Checks a creation without performing it (CreateTopics validate_only).
-    pub fn validate_create(
-        &self,
-        name: &str,
-        partitions: i32,
-        configs: &BTreeMap<String, String>,
-    ) -> Result<TopicConfig, Error> {
-        validate_name(name)?;
-        if partitions < 1 {
-            return Err(Error::InvalidPartitions {
-                count: partitions,
-                reason: "a topic needs at least one partition".into(),
-            });
-        }
-        let topics = self.topics.read();
-        if topics.contains_key(name) {
-            return Err(Error::AlreadyExists(name.to_string()));
-        }
-        let key = collision_key(name);
-        if let Some(existing) = topics.keys().find(|t| collision_key(t) == key) {
-            return Err(Error::Collides {
-                name: name.to_string(),
-                existing: existing.to_string(),
-            });
-        }
-        for (k, v) in configs {
-            crate::config::validate_topic_override(k, v)?;
-        }
-        Ok(TopicConfig::resolve(&self.defaults, configs)?)
+    /// Every local replica.
+    pub fn all_partitions(&self) -> Vec<Arc<Partition>> {
+        self.all().iter().flat_map(|t| t.partitions()).collect()
     }
 
-    /// Creates a topic with its partitions and persists it.
-    pub fn create(
+    /// Makes sure the topic exists locally with this id and config; a local
+    /// topic of the same name but another id (deleted and re-created while
+    /// this broker was away) is removed with its data first.
+    pub fn ensure_topic(
         &self,
         name: &str,
-        partitions: i32,
-        configs: BTreeMap<String, String>,
+        id: Uuid,
+        overrides: &BTreeMap<String, String>,
     ) -> Result<Arc<Topic>, Error> {
         let _admin = self.admin.lock();
-        let config = self.validate_create(name, partitions, &configs)?;
-        let name: Arc<str> = Arc::from(name);
-        let mut parts = Vec::new();
-        for p in 0..partitions {
-            parts.push(Arc::new(Partition::open(
-                &self.data_dir,
-                name.clone(),
-                p,
-                config.log_config(),
-            )?));
+        if let Some(t) = self.get(name) {
+            if t.id == id {
+                if *t.overrides.read() != *overrides {
+                    let config = TopicConfig::resolve(&self.defaults, overrides)?;
+                    let log_config = config.log_config();
+                    *t.overrides.write() = overrides.clone();
+                    *t.config.write() = config;
+                    for p in t.partitions() {
+                        p.with_log(|log| log.set_config(log_config.clone()));
+                    }
+                }
+                return Ok(t);
+            }
+            self.remove_topic_locked(name);
         }
+        let config = TopicConfig::resolve(&self.defaults, overrides)?;
         let topic = Arc::new(Topic {
-            name: name.clone(),
-            id: Uuid::new_v4(),
-            partitions: RwLock::new(parts),
-            overrides: RwLock::new(configs),
+            name: Arc::from(name),
+            id,
+            partitions: RwLock::new(BTreeMap::new()),
+            overrides: RwLock::new(overrides.clone()),
             config: RwLock::new(config),
         });
-        self.persist(&topic)?;
-        self.topics.write().insert(name, topic.clone());
-        tracing::info!(topic = %topic.name, partitions, "created topic");
+        self.topics
+            .write()
+            .insert(topic.name.clone(), topic.clone());
         Ok(topic)
     }
 
-    /// Deletes a topic and its data.
-    pub fn delete(&self, name: &str) -> Result<(), Error> {
+    /// Opens (recovering, or creating empty) the local replica of
+    /// `topic`-`index`. A directory that belongs to another topic id is
+    /// discarded.
+    pub fn ensure_partition(
+        &self,
+        topic: &Arc<Topic>,
+        index: i32,
+    ) -> Result<Arc<Partition>, Error> {
         let _admin = self.admin.lock();
-        let topic = self.require(name)?;
-        let path = self.meta_path(name);
-        std::fs::remove_file(&path).map_err(|source| Error::Io { path, source })?;
-        sync_dir(&self.data_dir.join(META_DIR));
-        self.topics.write().remove(name);
+        if let Some(p) = topic.partition(index) {
+            return Ok(p);
+        }
+        let dir = self.data_dir.join(format!("{}-{index}", topic.name));
+        let marker = dir.join(PARTITION_METADATA);
+        let expected = format!("version: 0\ntopic_id: {}\n", topic.id);
+        match std::fs::read_to_string(&marker) {
+            Ok(text) if text == expected => {}
+            Ok(_) => {
+                tracing::warn!(dir = %dir.display(), "partition directory belongs to an earlier topic of the same name; discarding it");
+                discard_dir(&dir);
+            }
+            Err(_) if dir.exists() => {
+                // Written before topic ids were recorded: adopt it.
+            }
+            Err(_) => {}
+        }
+        let p = Arc::new(Partition::open(
+            &self.data_dir,
+            topic.name.clone(),
+            index,
+            topic.config().log_config(),
+        )?);
+        if std::fs::read_to_string(&marker).ok().as_deref() != Some(expected.as_str()) {
+            write_atomically(&marker, expected.as_bytes()).map_err(|source| Error::Io {
+                path: marker.clone(),
+                source,
+            })?;
+        }
+        topic.partitions.write().insert(index, p.clone());
+        Ok(p)
+    }
+
+    /// Removes the local replica of `topic`-`index` and its data.
+    pub fn remove_partition(&self, topic: &str, index: i32) {
+        let _admin = self.admin.lock();
+        let Some(t) = self.get(topic) else { return };
+        let removed = t.partitions.write().remove(&index);
+        if let Some(p) = removed {
+            if let Err(e) = p.delete() {
+                tracing::warn!(dir = %p.dir().display(), error = %e, "could not remove partition directory; it will be removed at next start");
+            }
+        }
+        if t.partitions.read().is_empty() {
+            self.topics.write().remove(topic);
+        }
+    }
+
+    /// Removes a topic and the data of its local replicas.
+    pub fn remove_topic(&self, name: &str) {
+        let _admin = self.admin.lock();
+        self.remove_topic_locked(name);
+    }
+
+    fn remove_topic_locked(&self, name: &str) {
+        let Some(topic) = self.topics.write().remove(name) else {
+            return;
+        };
         for p in topic.partitions() {
             if let Err(e) = p.delete() {
                 tracing::warn!(dir = %p.dir().display(), error = %e, "could not remove partition directory; it will be removed at next start");
             }
         }
-        tracing::info!(topic = name, "deleted topic");
-        Ok(())
-    }
-
-    /// Grows a topic to `count` partitions.
-    pub fn create_partitions(
-        &self,
-        name: &str,
-        count: i32,
-        validate_only: bool,
-    ) -> Result<(), Error> {
-        let _admin = self.admin.lock();
-        let topic = self.require(name)?;
-        let current = topic.partition_count();
-        if count <= current {
-            return Err(Error::InvalidPartitions {
-                count,
-                reason: format!(
-                    "partitions can only grow: topic {name} has {current}, the request asks for {count}"
-                ),
-            });
-        }
-        if validate_only {
-            return Ok(());
-        }
-        let config = topic.config();
-        let mut added = Vec::new();
-        for p in current..count {
-            added.push(Arc::new(Partition::open(
-                &self.data_dir,
-                topic.name.clone(),
-                p,
-                config.log_config(),
-            )?));
-        }
-        topic.partitions.write().extend(added);
-        self.persist(&topic)?;
-        tracing::info!(topic = name, from = current, to = count, "added partitions");
-        Ok(())
-    }
-
-    /// Replaces a topic's config overrides (validated first).
-    pub fn set_overrides(
-        &self,
-        name: &str,
-        overrides: BTreeMap<String, String>,
-        validate_only: bool,
-    ) -> Result<(), Error> {
-        let _admin = self.admin.lock();
-        let topic = self.require(name)?;
-        for (k, v) in &overrides {
-            crate::config::validate_topic_override(k, v)?;
-        }
-        let config = TopicConfig::resolve(&self.defaults, &overrides)?;
-        if validate_only {
-            return Ok(());
-        }
-        *topic.overrides.write() = overrides;
-        let log_config = config.log_config();
-        *topic.config.write() = config;
-        for p in topic.partitions() {
-            p.with_log(|log| log.set_config(log_config.clone()));
-        }
-        self.persist(&topic)?;
-        Ok(())
+        tracing::info!(topic = name, "removed local replicas of deleted topic");
     }
 
     /// Takes every topic out of the registry (shutdown).
     pub fn drain(&self) -> Vec<Arc<Topic>> {
         self.topics.write().drain().map(|(_, t)| t).collect()
-    }
-
-    fn meta_path(&self, name: &str) -> PathBuf {
-        self.data_dir.join(META_DIR).join(format!("{name}.yaml"))
-    }
-
-    fn persist(&self, topic: &Topic) -> Result<(), Error> {
-        let path = self.meta_path(&topic.name);
-        let text = serde_yaml::to_string(&topic.meta()).map_err(|e| Error::BadMetadata {
-            path: path.clone(),
-            reason: e.to_string(),
-        })?;
-        write_atomically(&path, text.as_bytes()).map_err(|source| Error::Io { path, source })
     }
 }
 
@@ -418,9 +306,8 @@ fn sync_dir(dir: &Path) {
     }
 }
 
-/// Removes partition directories that no topic owns: leftovers of a crash
-/// during create or delete.
-fn remove_orphan_partition_dirs(data_dir: &Path, topics: &HashMap<Arc<str>, Arc<Topic>>) {
+/// Removes directories renamed aside by an interrupted delete.
+fn remove_deleted_dirs(data_dir: &Path) {
     let Ok(entries) = std::fs::read_dir(data_dir) else {
         return;
     };
@@ -428,47 +315,24 @@ fn remove_orphan_partition_dirs(data_dir: &Path, topics: &HashMap<Arc<str>, Arc<
         let Ok(name) = entry.file_name().into_string() else {
             continue;
         };
-        if !entry.path().is_dir() || name.starts_with('.') {
-            continue;
-        }
-        if name.ends_with("-delete") {
-            let _ = std::fs::remove_dir_all(entry.path());
-            continue;
-        }
-        // Only directories shaped like a partition's are ever touched, so a
-        // data dir pointed at the wrong place loses nothing.
-        let Some((topic, p)) = name.rsplit_once('-') else {
-            continue;
-        };
-        let Ok(p) = p.parse::<i32>() else {
-            continue;
-        };
-        if validate_name(topic).is_err() || !looks_like_partition_dir(&entry.path()) {
-            continue;
-        }
-        let owned = topics.get(topic).is_some_and(|t| p < t.partition_count());
-        if !owned {
-            tracing::warn!(dir = %entry.path().display(), "removing partition directory that belongs to no topic (left by an interrupted create or delete)");
+        if entry.path().is_dir() && name.ends_with("-delete") {
             let _ = std::fs::remove_dir_all(entry.path());
         }
     }
 }
 
-fn looks_like_partition_dir(dir: &Path) -> bool {
-    let Ok(entries) = std::fs::read_dir(dir) else {
-        return false;
-    };
-    entries.flatten().all(|e| {
-        let n = e.file_name();
-        let n = n.to_string_lossy();
-        n.ends_with(".log")
-            || n.ends_with(".index")
-            || n.ends_with(".timeindex")
-            || n.ends_with(".deleted")
-            || n.contains("checkpoint")
-            || n.starts_with("recovery-point")
-            || n.starts_with("log-start-offset")
-    })
+/// Renames a directory aside and removes it.
+fn discard_dir(dir: &Path) {
+    let aside = dir.with_file_name(format!(
+        "{}.{}-delete",
+        dir.file_name()
+            .map(|n| n.to_string_lossy().to_string())
+            .unwrap_or_default(),
+        Uuid::new_v4().simple()
+    ));
+    if std::fs::rename(dir, &aside).is_ok() {
+        let _ = std::fs::remove_dir_all(&aside);
+    }
 }
 
 #[cfg(test)]

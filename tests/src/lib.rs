@@ -5,6 +5,9 @@
 //!   `127.0.0.1:0` with a temporary data directory; stop (SIGTERM), kill -9,
 //!   restart on the same data directory, stderr kept in a file and shown when a
 //!   test fails.
+//! - [`cluster`]: [`cluster::Cluster`], N brokers sharing one controller
+//!   quorum: kill -9, stop, restart, pause (SIGSTOP) and resume any of them;
+//!   leaders and ISRs from metadata; each replica's log read from its data dir.
 //! - [`wait`]: polling with deadlines (`wait_until`, `wait_for`); tests never
 //!   synchronise with fixed sleeps.
 //! - [`kafka`]: rdkafka producer / consumer / admin configuration for a
@@ -23,6 +26,7 @@
 
 pub mod batch;
 pub mod broker;
+pub mod cluster;
 pub mod cmd;
 pub mod group;
 pub mod kafka;

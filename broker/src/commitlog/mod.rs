@@ -8,6 +8,8 @@
 //! - `segment`: one `.log` file and its indexes.
 //! - `index`, `time_index`: the memory-mapped `.index` and `.timeindex`.
 //! - `recovery`: opening a directory, checkpoints, cutting torn tails.
+//! - [`epoch`]: the leader-epoch cache (`leader-epoch-checkpoint`) that
+//!   replication uses to find where a follower's log diverges.
 //! - `retention`: time- and size-based deletion of old segments.
 //!
 //! A [`Log`] is used behind the partition's mutex: every method is synchronous and
@@ -16,6 +18,7 @@
 //! through [`Log::sync_target`] without holding the lock (group commit).
 
 pub mod batch;
+pub mod epoch;
 mod index;
 mod recovery;
 mod retention;
@@ -33,6 +36,7 @@ use std::time::{SystemTime, UNIX_EPOCH};
 use bytes::Bytes;
 
 pub use batch::BatchError;
+pub use epoch::{EpochEntry, LeaderEpochCache};
 pub use retention::{DeletedSegment, DeletionReason, RetentionReport};
 
 use recovery::{LOG_START_OFFSET_FILE, RECOVERY_POINT_FILE};
@@ -61,6 +65,11 @@ pub enum Error {
         log_start: i64,
         log_end: i64,
     },
+    #[error(
+        "replicated batch has baseOffset {got} but the log continues at {expected}; \
+         the follower must fetch from its log end offset (truncating first if it diverged)"
+    )]
+    NonContiguous { expected: i64, got: i64 },
 }
 
 /// Maps an `io::Error` to [`Error::Io`] naming `path`.
@@ -166,6 +175,10 @@ pub struct Log {
     generation: u64,
     target_generation: AtomicU64,
     poisoned: Option<String>,
+    /// Kept in step with the log: assigned before a batch of a new epoch is
+    /// written, truncated after the log is. A crash between the two leaves
+    /// entries outside the log, which opening cuts off.
+    epochs: LeaderEpochCache,
 }
 
 impl fmt::Debug for Log {
@@ -176,6 +189,7 @@ impl fmt::Debug for Log {
             .field("log_end_offset", &self.next_offset)
             .field("recovery_point", &self.recovery_point)
             .field("segments", &self.segments.len())
+            .field("latest_epoch", &self.epochs.latest_epoch())
             .field("poisoned", &self.poisoned)
             .finish()
     }
@@ -192,6 +206,12 @@ impl Log {
         }
         let now = wall_clock_ms();
         let loaded = recovery::load(dir, &config, now)?;
+        let epochs = recovery::load_epoch_cache(
+            dir,
+            &loaded.segments,
+            loaded.log_start_offset,
+            loaded.next_offset,
+        )?;
         Ok(Log {
             dir: dir.to_path_buf(),
             config,
@@ -203,6 +223,7 @@ impl Log {
             generation: 0,
             target_generation: AtomicU64::new(0),
             poisoned: None,
+            epochs,
         })
     }
 
@@ -285,6 +306,38 @@ impl Log {
         io_at(path)(err)
     }
 
+    /// Poisons the log on an I/O error of `result`. Used for the epoch
+    /// checkpoint too: a cache file that missed a change could outlive it (a
+    /// later append in the same epoch writes nothing) and answer
+    /// OffsetsForLeaderEpoch wrongly after a restart.
+    fn poison_on_io<T>(&mut self, result: Result<T, Error>) -> Result<T, Error> {
+        if let Err(Error::Io { source, .. }) = &result {
+            self.poison(io::Error::new(source.kind(), source.to_string()));
+        }
+        result
+    }
+
+    /// The latest leader epoch that wrote to the log, if any.
+    pub fn latest_epoch(&self) -> Option<i32> {
+        self.epochs.latest_epoch()
+    }
+
+    /// OffsetsForLeaderEpoch: the largest epoch at or below `epoch` and the
+    /// offset where the epoch after it starts (the log end for the latest
+    /// epoch); `(-1, -1)` if unknown. See [`LeaderEpochCache::end_offset_for`].
+    pub fn end_offset_for_epoch(&self, epoch: i32) -> (i32, i64) {
+        self.epochs.end_offset_for(epoch, self.next_offset)
+    }
+
+    /// The epoch cache as `(epoch, start_offset)` pairs, oldest first.
+    pub fn epoch_entries(&self) -> Vec<(i32, i64)> {
+        self.epochs
+            .entries()
+            .iter()
+            .map(|e| (e.epoch, e.start_offset))
+            .collect()
+    }
+
     /// Validates every batch of `records` (nothing is written if one fails),
     /// assigns offsets from the log end, stamps `partitionLeaderEpoch`, rolls the
     /// segment if needed and writes everything with one positional write.
@@ -318,6 +371,10 @@ impl Log {
             now_ms,
         ) {
             self.roll(now_ms)?;
+        }
+        if leader_epoch >= 0 {
+            let assigned = self.epochs.assign(leader_epoch, base_offset);
+            self.poison_on_io(assigned)?;
         }
 
         let last = self.segments.len() - 1;
@@ -355,6 +412,69 @@ impl Log {
             } else {
                 summary.max_timestamp
             },
+            record_count: summary.records,
+        })
+    }
+
+    /// Follower append: batches the leader already stamped, written byte for
+    /// byte. Every batch is validated as in [`Log::append`]; the first must
+    /// start at the log end and each following one where the previous ended
+    /// ([`Error::NonContiguous`] otherwise, nothing written). Each batch's
+    /// `partitionLeaderEpoch` feeds the epoch cache, so the follower can answer
+    /// OffsetsForLeaderEpoch like the leader. An empty payload writes nothing.
+    pub fn append_replicated(&mut self, records: &[u8]) -> Result<AppendInfo, Error> {
+        self.check_writable()?;
+        let base_offset = self.next_offset;
+        if records.is_empty() {
+            return Ok(AppendInfo {
+                base_offset,
+                last_offset: base_offset - 1,
+                max_timestamp: -1,
+                record_count: 0,
+            });
+        }
+        let summary = batch::validate_payload(records)?;
+        let mut next = base_offset;
+        let mut epochs = Vec::new();
+        for item in batch::headers(records) {
+            let (_, header) = item?;
+            if header.base_offset != next {
+                return Err(Error::NonContiguous {
+                    expected: next,
+                    got: header.base_offset,
+                });
+            }
+            if epochs
+                .last()
+                .is_none_or(|&(e, _)| e != header.partition_leader_epoch)
+            {
+                epochs.push((header.partition_leader_epoch, header.base_offset));
+            }
+            next = header.next_offset();
+        }
+        let now_ms = wall_clock_ms();
+        if self.active().should_roll(
+            &self.config,
+            records.len() as u64,
+            next - 1,
+            summary.max_timestamp,
+            now_ms,
+        ) {
+            self.roll(now_ms)?;
+        }
+        let assigned = self.epochs.assign_all(epochs);
+        self.poison_on_io(assigned)?;
+
+        let last = self.segments.len() - 1;
+        if let Err(e) = self.segments[last].append(records, &self.config) {
+            let path = self.segments[last].log_path().to_path_buf();
+            return Err(self.poisoned_io(&path, e));
+        }
+        self.next_offset = next;
+        Ok(AppendInfo {
+            base_offset,
+            last_offset: next - 1,
+            max_timestamp: summary.max_timestamp,
             record_count: summary.records,
         })
     }
@@ -533,6 +653,8 @@ impl Log {
         for seg in self.segments.drain(..n) {
             seg.delete();
         }
+        let truncated = self.epochs.truncate_from_start(offset);
+        self.poison_on_io(truncated)?;
         Ok(offset)
     }
 
@@ -639,11 +761,67 @@ impl Log {
         self.next_offset = self.segments[last].next_offset();
         self.generation += 1;
         self.recovery_point = self.recovery_point.min(self.next_offset);
+        // The log end, not `offset`: a batch containing `offset` went whole,
+        // and so must an epoch that started in it.
+        let truncated = self.epochs.truncate_from_end(self.next_offset);
+        self.poison_on_io(truncated)?;
         if self.log_start_offset > self.next_offset {
             self.log_start_offset = self.next_offset;
             recovery::write_checkpoint(&self.dir, LOG_START_OFFSET_FILE, self.log_start_offset)?;
         }
         self.checkpoint()
+    }
+
+    /// Empties the log and restarts it at `offset`: every segment is deleted,
+    /// one empty segment starts at `offset`, which becomes log start, log end
+    /// and recovery point, and the epoch cache is cleared. For a follower whose
+    /// log end is below the leader's log start (or that must otherwise start
+    /// over). Any failure poisons the log.
+    pub fn truncate_fully_and_start_at(&mut self, offset: i64) -> Result<(), Error> {
+        self.check_writable()?;
+        if offset < 0 {
+            return Err(self.out_of_range(offset));
+        }
+        let result = self.restart_at(offset);
+        self.poison_on_io(result)
+    }
+
+    /// The steps of [`Log::truncate_fully_and_start_at`], ordered so that a
+    /// crash at any point opens as a consistent log, the old one (perhaps
+    /// starting later) or the new one:
+    /// - the epoch file goes first, so an open that still finds old segments
+    ///   rebuilds the cache from them rather than trusting a half-updated one;
+    /// - the log start checkpoint comes next: with old segments still there,
+    ///   opening either serves them from `offset` on or, if they end below
+    ///   it, deletes them and starts empty at `offset`, the intended result;
+    /// - the new segment exists before the old ones are deleted, so a failure
+    ///   never leaves the log without segments.
+    fn restart_at(&mut self, offset: i64) -> Result<(), Error> {
+        self.epochs.remove_file()?;
+        recovery::write_checkpoint(&self.dir, LOG_START_OFFSET_FILE, offset)?;
+        let now_ms = wall_clock_ms();
+        let fresh = match self.segments.iter().position(|s| s.base_offset() == offset) {
+            // A new segment would have this one's file names: empty it instead.
+            Some(i) => {
+                let seg = &mut self.segments[i];
+                seg.truncate_to(offset, &self.config)
+                    .map_err(io_at(seg.log_path()))?;
+                self.segments.remove(i)
+            }
+            None => Segment::create(&self.dir, offset, &self.config, now_ms).map_err(io_at(
+                &segment::file_path(&self.dir, offset, segment::LOG_EXT),
+            ))?,
+        };
+        for seg in std::mem::replace(&mut self.segments, vec![fresh]) {
+            seg.delete();
+        }
+        recovery::sync_dir(&self.dir).map_err(io_at(&self.dir))?;
+        self.generation += 1;
+        self.log_start_offset = offset;
+        self.next_offset = offset;
+        self.recovery_point = offset;
+        self.checkpoint()?;
+        self.epochs.clear_and_persist()
     }
 
     /// Clean shutdown: trims the active segment's indexes, flushes everything and

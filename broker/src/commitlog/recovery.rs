@@ -7,6 +7,7 @@ use std::fs::{self, File};
 use std::io::{self, Write};
 use std::path::{Path, PathBuf};
 
+use super::epoch::LeaderEpochCache;
 use super::segment::{
     self, delete_segment_files, Segment, DELETED_SUFFIX, INDEX_EXT, LOG_EXT, TIME_INDEX_EXT,
 };
@@ -53,11 +54,21 @@ pub(crate) fn read_checkpoint(dir: &Path, name: &str) -> Result<Option<i64>, Err
 /// Writes a checkpoint atomically: temp file, fsync, rename, fsync of the
 /// directory.
 pub(crate) fn write_checkpoint(dir: &Path, name: &str, offset: i64) -> Result<(), Error> {
+    write_file_atomically(
+        dir,
+        name,
+        format!("{CHECKPOINT_VERSION}\n{offset}\n").as_bytes(),
+    )
+}
+
+/// Replaces `dir/name` with `contents` so that a crash leaves either the old
+/// or the new file: temp file, fsync, rename, fsync of the directory.
+pub(crate) fn write_file_atomically(dir: &Path, name: &str, contents: &[u8]) -> Result<(), Error> {
     let path = dir.join(name);
     let tmp = dir.join(format!("{name}{TMP_SUFFIX}"));
     (|| {
         let mut f = File::create(&tmp)?;
-        f.write_all(format!("{CHECKPOINT_VERSION}\n{offset}\n").as_bytes())?;
+        f.write_all(contents)?;
         f.sync_all()?;
         drop(f);
         fs::rename(&tmp, &path)?;
@@ -235,6 +246,60 @@ pub(crate) fn load(dir: &Path, config: &LogConfig, now_ms: i64) -> Result<Loaded
         log_start_offset,
         next_offset,
     })
+}
+
+/// The leader-epoch cache of a recovered log: read from its checkpoint, or,
+/// when that is missing or malformed (logs written before the cache existed),
+/// rebuilt from the `partitionLeaderEpoch` of every batch header and
+/// persisted. Then cut to what recovery kept: entries at or past the log end
+/// belong to batches lost in a crash, entries before the log start collapse
+/// onto it.
+pub(crate) fn load_epoch_cache(
+    dir: &Path,
+    segments: &[Segment],
+    log_start_offset: i64,
+    next_offset: i64,
+) -> Result<LeaderEpochCache, Error> {
+    let mut cache = match LeaderEpochCache::load(dir)? {
+        Some(cache) => cache,
+        None if next_offset > log_start_offset => {
+            rebuild_epoch_cache(dir, segments, log_start_offset)?
+        }
+        None => LeaderEpochCache::empty(dir),
+    };
+    cache.truncate_from_end(next_offset)?;
+    cache.truncate_from_start(log_start_offset)?;
+    Ok(cache)
+}
+
+fn rebuild_epoch_cache(
+    dir: &Path,
+    segments: &[Segment],
+    log_start_offset: i64,
+) -> Result<LeaderEpochCache, Error> {
+    tracing::info!(dir = %dir.display(), "no leader epoch checkpoint; rebuilding it from the batch headers");
+    // Only the batches where the epoch changes, so a long log stays cheap to hold.
+    let mut changes: Vec<(i32, i64)> = Vec::new();
+    for seg in segments {
+        if seg.next_offset() <= log_start_offset {
+            continue;
+        }
+        seg.scan_from(log_start_offset.max(seg.base_offset()), |_, h| {
+            let epoch = h.partition_leader_epoch;
+            if epoch >= 0 && changes.last().is_none_or(|&(e, _)| e != epoch) {
+                changes.push((epoch, h.base_offset));
+            }
+            Ok(true)
+        })
+        .map_err(io_at(seg.log_path()))?;
+    }
+    let mut cache = LeaderEpochCache::empty(dir);
+    for (epoch, start_offset) in changes {
+        cache.insert(epoch, start_offset);
+    }
+    // Written even when empty, so the next open does not scan again.
+    cache.persist()?;
+    Ok(cache)
 }
 
 fn seg_path(seg: &Segment) -> &Path {

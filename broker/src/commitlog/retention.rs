@@ -119,6 +119,8 @@ impl Log {
         }
         self.log_start_offset = self.log_start_offset.max(self.segments[0].base_offset());
         report.log_start_offset = self.log_start_offset;
+        let truncated = self.epochs.truncate_from_start(self.log_start_offset);
+        self.poison_on_io(truncated)?;
         Ok(report)
     }
 }

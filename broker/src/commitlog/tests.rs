@@ -706,3 +706,353 @@ fn create_time_append_stores_the_producer_bytes_unchanged_past_the_stamped_field
         assert_eq!(stored[start + 16..end], payload[start + 16..end]);
     }
 }
+
+// Leader epochs and follower-side operations.
+
+/// A log holding batches of 3, 2, 4 and 1 records written in epochs 0, 0, 1
+/// and 3: offsets [0..3) [3..5) [5..9) [9..10).
+fn log_with_epochs_0_0_1_3(dir: &Path, config: LogConfig) -> Log {
+    let mut log = Log::open(dir, config).unwrap();
+    for (n, epoch) in [(3, 0), (2, 0), (4, 1), (1, 3)] {
+        log.append(&batch(n, 1_000, 50), epoch, 0).unwrap();
+    }
+    log
+}
+
+/// Every batch of `log` from `from` on, one `Bytes` each, as a fetch
+/// would return them.
+fn batches_from(log: &Log, from: i64) -> Vec<Bytes> {
+    let mut out = Vec::new();
+    let mut offset = from;
+    while offset < log.log_end_offset() {
+        let one = log.read(offset, 1, i64::MAX).unwrap();
+        offset = BatchHeader::parse(&one).unwrap().next_offset();
+        out.push(one);
+    }
+    out
+}
+
+fn epoch_file(dir: &Path) -> String {
+    fs::read_to_string(dir.join("leader-epoch-checkpoint")).unwrap()
+}
+
+#[test]
+fn appends_in_epochs_0_0_1_3_answer_offsets_for_leader_epoch() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut log = log_with_epochs_0_0_1_3(dir.path(), small_config());
+    assert_eq!(log.epoch_entries(), vec![(0, 0), (1, 5), (3, 9)]);
+    assert_eq!(log.latest_epoch(), Some(3));
+    assert_eq!(epoch_file(dir.path()), "0\n3\n0 0\n1 5\n3 9\n");
+    assert_eq!(log.end_offset_for_epoch(-1), (-1, -1));
+    assert_eq!(log.end_offset_for_epoch(0), (0, 5));
+    assert_eq!(log.end_offset_for_epoch(1), (1, 9));
+    assert_eq!(log.end_offset_for_epoch(2), (1, 9));
+    assert_eq!(log.end_offset_for_epoch(3), (3, 10));
+    assert_eq!(log.end_offset_for_epoch(4), (-1, -1));
+    // The latest epoch's end follows the log end.
+    log.append(&batch(2, 0, 10), 3, 0).unwrap();
+    assert_eq!(log.end_offset_for_epoch(3), (3, 12));
+    // An unknown epoch (-1) stamps the batches but adds no entry.
+    log.append(&batch(1, 0, 10), -1, 0).unwrap();
+    assert_eq!(log.epoch_entries(), vec![(0, 0), (1, 5), (3, 9)]);
+}
+
+#[test]
+fn reopen_recovers_the_epoch_cache() {
+    let dir = tempfile::tempdir().unwrap();
+    let log = log_with_epochs_0_0_1_3(dir.path(), small_config());
+    log.close().unwrap();
+    let log = Log::open(dir.path(), small_config()).unwrap();
+    assert_eq!(log.epoch_entries(), vec![(0, 0), (1, 5), (3, 9)]);
+    assert_eq!(log.end_offset_for_epoch(1), (1, 9));
+}
+
+#[test]
+fn a_missing_epoch_checkpoint_is_rebuilt_from_the_batch_headers() {
+    let dir = tempfile::tempdir().unwrap();
+    let one = batch(3, 0, 50);
+    let config = LogConfig {
+        segment_bytes: 2 * one.len() as u64,
+        ..small_config()
+    };
+    let mut log = Log::open(dir.path(), config.clone()).unwrap();
+    for epoch in [0, 0, 2, 2, 2, 5, 7] {
+        log.append(&one, epoch, 0).unwrap();
+    }
+    log.delete_records_before(4).unwrap();
+    let expected = log.epoch_entries();
+    assert_eq!(expected, vec![(0, 4), (2, 6), (5, 15), (7, 18)]);
+    log.close().unwrap();
+
+    // As a log written before the cache existed.
+    fs::remove_file(dir.path().join("leader-epoch-checkpoint")).unwrap();
+    let log = Log::open(dir.path(), config.clone()).unwrap();
+    assert_eq!(log.epoch_entries(), expected);
+    assert_eq!(epoch_file(dir.path()), "0\n4\n0 4\n2 6\n5 15\n7 18\n");
+
+    // A garbled one is rebuilt too.
+    drop(log);
+    fs::write(dir.path().join("leader-epoch-checkpoint"), "0\n9\n1 x\n").unwrap();
+    let log = Log::open(dir.path(), config).unwrap();
+    assert_eq!(log.epoch_entries(), expected);
+}
+
+#[test]
+fn a_torn_tail_after_reopen_truncates_the_epoch_cache_too() {
+    let dir = tempfile::tempdir().unwrap();
+    let log = log_with_epochs_0_0_1_3(dir.path(), small_config());
+    drop(log); // a crash: no close
+    let log_file = dir.path().join(segment::file_name(0, "log"));
+    let len = fs::metadata(&log_file).unwrap().len();
+    // Tear the last batch (epoch 3, offset 9).
+    File::options()
+        .write(true)
+        .open(&log_file)
+        .unwrap()
+        .set_len(len - 5)
+        .unwrap();
+    let mut log = Log::open(dir.path(), small_config()).unwrap();
+    assert_eq!(log.log_end_offset(), 9);
+    assert_eq!(log.epoch_entries(), vec![(0, 0), (1, 5)]);
+    assert_eq!(epoch_file(dir.path()), "0\n2\n0 0\n1 5\n");
+    assert_eq!(log.end_offset_for_epoch(1), (1, 9));
+    assert_eq!(log.end_offset_for_epoch(3), (-1, -1));
+    log.append(&batch(1, 0, 10), 4, 0).unwrap();
+    assert_eq!(log.epoch_entries(), vec![(0, 0), (1, 5), (4, 9)]);
+}
+
+#[test]
+fn truncate_to_drops_the_epochs_it_cuts_off() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut log = log_with_epochs_0_0_1_3(dir.path(), small_config());
+    log.truncate_to(9).unwrap();
+    assert_eq!(log.epoch_entries(), vec![(0, 0), (1, 5)]);
+    // Offset 7 is inside epoch 1's only batch [5..9): the batch and its
+    // epoch go whole.
+    log.truncate_to(7).unwrap();
+    assert_eq!(log.log_end_offset(), 5);
+    assert_eq!(log.epoch_entries(), vec![(0, 0)]);
+    assert_eq!(log.end_offset_for_epoch(1), (-1, -1));
+    log.append(&batch(1, 0, 10), 4, 0).unwrap();
+    assert_eq!(log.epoch_entries(), vec![(0, 0), (4, 5)]);
+    log.close().unwrap();
+    let log = Log::open(dir.path(), small_config()).unwrap();
+    assert_eq!(log.epoch_entries(), vec![(0, 0), (4, 5)]);
+}
+
+#[test]
+fn append_replicated_reproduces_the_leaders_bytes_offsets_and_epochs() {
+    let leader_dir = tempfile::tempdir().unwrap();
+    let follower_dir = tempfile::tempdir().unwrap();
+    let one = batch(3, 1_000, 50);
+    let config = LogConfig {
+        segment_bytes: 4 * one.len() as u64,
+        index_interval_bytes: 100,
+        ..small_config()
+    };
+    let mut leader = Log::open(leader_dir.path(), config.clone()).unwrap();
+    for (i, epoch) in [0, 0, 1, 1, 1, 2, 5, 5, 5, 5, 6].into_iter().enumerate() {
+        leader
+            .append(&batch(3, 1_000 + i as i64, 50), epoch, 0)
+            .unwrap();
+    }
+    let mut follower = Log::open(follower_dir.path(), config.clone()).unwrap();
+    // Fetched a few batches at a time, as a replica fetcher would.
+    let batches = batches_from(&leader, 0);
+    for chunk in batches.chunks(3) {
+        let payload: Vec<u8> = chunk.iter().flat_map(|b| b.iter().copied()).collect();
+        let first = BatchHeader::parse(&payload).unwrap();
+        let info = follower.append_replicated(&payload).unwrap();
+        assert_eq!(info.base_offset, first.base_offset);
+        assert_eq!(info.last_offset, follower.log_end_offset() - 1);
+        assert_eq!(info.record_count, 3 * chunk.len() as u64);
+    }
+    assert_eq!(follower.log_end_offset(), leader.log_end_offset());
+    assert_eq!(follower.size_bytes(), leader.size_bytes());
+    // Fetch sizes differ from produce sizes, so segments roll elsewhere.
+    assert!(follower.segment_count() > 1);
+    assert_eq!(follower.epoch_entries(), leader.epoch_entries());
+    assert_eq!(
+        follower.epoch_entries(),
+        vec![(0, 0), (1, 6), (2, 15), (5, 18), (6, 30)]
+    );
+    for offset in 0..leader.log_end_offset() {
+        assert_eq!(
+            follower.read(offset, 1, i64::MAX).unwrap(),
+            leader.read(offset, 1, i64::MAX).unwrap(),
+            "offset {offset}"
+        );
+    }
+    for ts in [999, 1_000, 1_005, 1_012, 2_000] {
+        assert_eq!(
+            follower.offset_for_timestamp(ts).unwrap(),
+            leader.offset_for_timestamp(ts).unwrap()
+        );
+    }
+    // What the follower wrote reopens like what the leader wrote.
+    follower.close().unwrap();
+    let follower = Log::open(follower_dir.path(), config).unwrap();
+    assert_eq!(follower.epoch_entries(), leader.epoch_entries());
+    assert_eq!(batches_from(&follower, 0), batches);
+}
+
+#[test]
+fn append_replicated_refuses_gaps_and_writes_nothing() {
+    let leader_dir = tempfile::tempdir().unwrap();
+    let follower_dir = tempfile::tempdir().unwrap();
+    let leader = log_with_epochs_0_0_1_3(leader_dir.path(), small_config());
+    let batches = batches_from(&leader, 0);
+    let mut follower = Log::open(follower_dir.path(), small_config()).unwrap();
+
+    // Not at the log end.
+    let err = follower.append_replicated(&batches[1]).unwrap_err();
+    assert!(matches!(
+        err,
+        Error::NonContiguous {
+            expected: 0,
+            got: 3
+        }
+    ));
+    // A gap inside the payload: [0..3) then [5..9).
+    let gap: Vec<u8> = [&batches[0][..], &batches[2][..]].concat();
+    let err = follower.append_replicated(&gap).unwrap_err();
+    assert!(matches!(
+        err,
+        Error::NonContiguous {
+            expected: 3,
+            got: 5
+        }
+    ));
+    // A damaged batch.
+    let mut bad = batches[0].to_vec();
+    let last = bad.len() - 1;
+    bad[last] ^= 0xff;
+    let err = follower.append_replicated(&bad).unwrap_err();
+    assert!(matches!(err, Error::InvalidBatch(ref e) if e.is_corrupt()));
+    assert_eq!(follower.log_end_offset(), 0);
+    assert_eq!(follower.size_bytes(), 0);
+    assert!(follower.epoch_entries().is_empty());
+
+    // An empty payload is a no-op.
+    let info = follower.append_replicated(&[]).unwrap();
+    assert_eq!((info.base_offset, info.record_count), (0, 0));
+    assert_eq!(follower.log_end_offset(), 0);
+
+    follower.append_replicated(&batches[0]).unwrap();
+    let err = follower.append_replicated(&batches[0]).unwrap_err();
+    assert!(matches!(
+        err,
+        Error::NonContiguous {
+            expected: 3,
+            got: 0
+        }
+    ));
+    assert_eq!(follower.log_end_offset(), 3);
+}
+
+#[test]
+fn truncate_fully_and_start_at_then_replicate_from_there() {
+    let leader_dir = tempfile::tempdir().unwrap();
+    let follower_dir = tempfile::tempdir().unwrap();
+    let one = batch(2, 0, 100);
+    let config = LogConfig {
+        segment_bytes: 2 * one.len() as u64,
+        ..small_config()
+    };
+    let mut leader = log_with_epochs_0_0_1_3(leader_dir.path(), config.clone());
+    leader.delete_records_before(5).unwrap();
+
+    // A follower whose log is behind the leader's log start.
+    let mut follower = Log::open(follower_dir.path(), config.clone()).unwrap();
+    for _ in 0..4 {
+        follower.append(&batch(1, 0, 100), 0, 0).unwrap();
+    }
+    follower.flush().unwrap();
+    assert!(follower.segment_count() > 1);
+    assert!(follower.log_end_offset() > 0);
+    assert!(follower.log_end_offset() < leader.log_start_offset());
+
+    follower.truncate_fully_and_start_at(5).unwrap();
+    assert_eq!(follower.log_start_offset(), 5);
+    assert_eq!(follower.log_end_offset(), 5);
+    assert_eq!(follower.recovery_point(), 5);
+    assert_eq!(follower.segment_count(), 1);
+    assert_eq!(follower.size_bytes(), 0);
+    assert!(follower.epoch_entries().is_empty());
+    assert_eq!(follower.latest_epoch(), None);
+    let dir = follower_dir.path();
+    assert_eq!(
+        fs::read_to_string(dir.join("log-start-offset")).unwrap(),
+        "0\n5\n"
+    );
+    assert_eq!(
+        fs::read_to_string(dir.join("recovery-point")).unwrap(),
+        "0\n5\n"
+    );
+    assert_eq!(epoch_file(dir), "0\n0\n");
+    let mut logs: Vec<String> = fs::read_dir(dir)
+        .unwrap()
+        .map(|e| e.unwrap().file_name().into_string().unwrap())
+        .filter(|n| n.ends_with(".log"))
+        .collect();
+    logs.sort();
+    assert_eq!(logs, vec![segment::file_name(5, "log")]);
+
+    for b in batches_from(&leader, 5) {
+        follower.append_replicated(&b).unwrap();
+    }
+    assert_eq!(follower.log_end_offset(), leader.log_end_offset());
+    assert_eq!(follower.epoch_entries(), vec![(1, 5), (3, 9)]);
+    assert_eq!(follower.epoch_entries(), leader.epoch_entries());
+    follower.close().unwrap();
+    let mut follower = Log::open(follower_dir.path(), config).unwrap();
+    assert_eq!(follower.log_start_offset(), 5);
+    assert_eq!(batches_from(&follower, 5), batches_from(&leader, 5));
+    assert_eq!(follower.epoch_entries(), vec![(1, 5), (3, 9)]);
+
+    // Starting over at the base of an existing segment reuses its name.
+    follower.truncate_fully_and_start_at(5).unwrap();
+    assert_eq!(follower.log_end_offset(), 5);
+    assert_eq!(follower.size_bytes(), 0);
+    assert!(follower.read(5, 100, i64::MAX).unwrap().is_empty());
+    follower
+        .append_replicated(&leader.read(5, 1, i64::MAX).unwrap())
+        .unwrap();
+    assert_eq!(follower.epoch_entries(), vec![(1, 5)]);
+}
+
+#[test]
+fn delete_records_and_retention_move_the_first_epoch_entry() {
+    let dir = tempfile::tempdir().unwrap();
+    let one = batch(2, 0, 100);
+    let config = LogConfig {
+        segment_bytes: 2 * one.len() as u64,
+        ..small_config()
+    };
+    let mut log = Log::open(dir.path(), config.clone()).unwrap();
+    for epoch in [0, 0, 1, 3, 3, 4] {
+        log.append(&one, epoch, 0).unwrap();
+    }
+    // Segments [0..4) [4..8) [8..12); epochs 0@0 1@4 3@6 4@10.
+    assert_eq!(log.epoch_entries(), vec![(0, 0), (1, 4), (3, 6), (4, 10)]);
+    log.delete_records_before(2).unwrap();
+    assert_eq!(log.epoch_entries(), vec![(0, 2), (1, 4), (3, 6), (4, 10)]);
+    log.delete_records_before(7).unwrap();
+    assert_eq!(log.epoch_entries(), vec![(3, 7), (4, 10)]);
+    // Older than every entry left: Kafka answers with the requested epoch.
+    assert_eq!(log.end_offset_for_epoch(2), (2, 7));
+    log.close().unwrap();
+    let mut log = Log::open(dir.path(), config.clone()).unwrap();
+    assert_eq!(log.epoch_entries(), vec![(3, 7), (4, 10)]);
+
+    // Retention by size deletes the segment [4..8): the log starts at 8.
+    log.set_config(LogConfig {
+        retention_bytes: 1,
+        retention_ms: -1,
+        ..config
+    });
+    let report = log.retain(0).unwrap();
+    assert_eq!(report.log_start_offset, 8);
+    assert_eq!(log.epoch_entries(), vec![(3, 8), (4, 10)]);
+    assert_eq!(epoch_file(dir.path()), "0\n2\n3 8\n4 10\n");
+}

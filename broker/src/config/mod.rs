@@ -38,6 +38,16 @@ pub struct Cli {
     /// This broker's id [default: 1].
     #[arg(long, value_name = "N")]
     pub node_id: Option<i32>,
+    /// Address the controller quorum listens on [default: this node's entry in --voters].
+    #[arg(long, value_name = "HOST:PORT")]
+    pub controller_listen: Option<String>,
+    /// The controller quorum, e.g. 1@127.0.0.1:9093,2@127.0.0.1:9193 [default: none,
+    /// a single-node cluster].
+    #[arg(long, value_name = "ID@HOST:PORT,...")]
+    pub voters: Option<String>,
+    /// Rack (or zone) of this broker, for spreading replicas [default: none].
+    #[arg(long, value_name = "R")]
+    pub rack: Option<String>,
 }
 
 /// A configuration mistake. Messages name the key, the bad value and the fix.
@@ -149,6 +159,30 @@ pub struct BrokerConfig {
     pub group_initial_rebalance_delay_ms: u64,
     pub offsets_topic_num_partitions: i32,
     pub offsets_retention_minutes: i64,
+    /// `controller.listen`: HOST:PORT the controller quorum listens on. After
+    /// [`BrokerConfig::load`] it is set whenever `voters` is non-empty (taken from
+    /// this node's voter entry if not given).
+    pub controller_listen: Option<String>,
+    /// `controller.quorum.voters`: node id -> HOST:PORT of each controller. Empty
+    /// means a single-node cluster that is its own controller.
+    pub voters: BTreeMap<i32, String>,
+    /// `broker.rack`.
+    pub rack: Option<String>,
+    pub broker_session_timeout_ms: u64,
+    pub broker_heartbeat_interval_ms: u64,
+    pub replica_lag_time_max_ms: u64,
+    pub replica_fetch_wait_max_ms: u64,
+    pub replica_fetch_max_bytes: i32,
+    pub replica_fetch_response_max_bytes: i32,
+    pub offsets_topic_replication_factor: i16,
+    pub auto_leader_rebalance_enable: bool,
+    pub leader_imbalance_check_interval_seconds: u64,
+    pub controlled_shutdown_enable: bool,
+    /// Sluice-specific: how long SIGTERM waits for the controller to move this
+    /// broker's leaderships away.
+    pub controlled_shutdown_timeout_ms: u64,
+    /// `controller.quorum.election.timeout.ms`.
+    pub controller_election_timeout_ms: u64,
     /// Defaults of the topic-level configs (`log.retention.ms` -> `retention.ms`).
     pub topic_defaults: TopicConfig,
     /// The broker keys set explicitly (file, flag or environment), by canonical
@@ -176,6 +210,21 @@ impl Default for BrokerConfig {
             group_initial_rebalance_delay_ms: 3_000,
             offsets_topic_num_partitions: 50,
             offsets_retention_minutes: 10_080,
+            controller_listen: None,
+            voters: BTreeMap::new(),
+            rack: None,
+            broker_session_timeout_ms: 9_000,
+            broker_heartbeat_interval_ms: 2_000,
+            replica_lag_time_max_ms: 30_000,
+            replica_fetch_wait_max_ms: 500,
+            replica_fetch_max_bytes: 1_048_576,
+            replica_fetch_response_max_bytes: 10_485_760,
+            offsets_topic_replication_factor: 3,
+            auto_leader_rebalance_enable: true,
+            leader_imbalance_check_interval_seconds: 300,
+            controlled_shutdown_enable: true,
+            controlled_shutdown_timeout_ms: 30_000,
+            controller_election_timeout_ms: 1_000,
             topic_defaults: TopicConfig::default(),
             set_keys: BTreeMap::new(),
         }
@@ -393,6 +442,17 @@ impl Layers {
         if let Some(id) = cli.node_id {
             self.add("node.id", id.to_string(), Origin::Flag("--node-id"));
         }
+        if let Some(listen) = &cli.controller_listen {
+            let origin = Origin::Flag("--controller-listen");
+            self.add("controller.listen", listen.clone(), origin);
+        }
+        if let Some(voters) = &cli.voters {
+            let origin = Origin::Flag("--voters");
+            self.add("controller.quorum.voters", voters.clone(), origin);
+        }
+        if let Some(rack) = &cli.rack {
+            self.add("broker.rack", rack.clone(), Origin::Flag("--rack"));
+        }
         Ok(())
     }
 
@@ -448,7 +508,143 @@ impl Layers {
             .into_iter()
             .map(|(key, set)| (key.to_string(), set))
             .collect();
+        config.validate()?;
         Ok(config)
+    }
+}
+
+impl BrokerConfig {
+    /// The checks that need several keys, once every layer is applied. Fills in
+    /// `controller_listen` from this node's voter entry when it was not given.
+    fn validate(&mut self) -> Result<(), ConfigError> {
+        let invalid = |key: &str, message: String| ConfigError::Invalid {
+            key: key.to_string(),
+            message,
+        };
+        if self.broker_heartbeat_interval_ms >= self.broker_session_timeout_ms {
+            return Err(invalid(
+                "broker.heartbeat.interval.ms",
+                format!(
+                    "{} must be smaller than `broker.session.timeout.ms` ({}), or the \
+                     controller fences the broker between two heartbeats; lower the \
+                     interval or raise the timeout",
+                    self.broker_heartbeat_interval_ms, self.broker_session_timeout_ms
+                ),
+            ));
+        }
+        if self.replica_fetch_wait_max_ms > self.replica_lag_time_max_ms {
+            return Err(invalid(
+                "replica.fetch.wait.max.ms",
+                format!(
+                    "{} must not exceed `replica.lag.time.max.ms` ({}), or an idle \
+                     follower's fetch outlasts the lag limit and it drops out of the ISR",
+                    self.replica_fetch_wait_max_ms, self.replica_lag_time_max_ms
+                ),
+            ));
+        }
+        if self.voters.is_empty() {
+            // A single-node cluster is its own controller; nobody dials it.
+            return self.check_listeners_differ();
+        }
+        let own_entry = self.voters.get(&self.node_id).cloned();
+        match (own_entry, &self.controller_listen) {
+            (Some(entry), None) => self.controller_listen = Some(entry),
+            (Some(entry), Some(listen)) => {
+                let (_, port) =
+                    parse_host_port(listen).map_err(|e| invalid("controller.listen", e))?;
+                let (_, entry_port) =
+                    parse_host_port(&entry).map_err(|e| invalid("controller.quorum.voters", e))?;
+                if port == 0 {
+                    return Err(invalid(
+                        "controller.listen",
+                        format!(
+                            "port 0 is not allowed when `controller.quorum.voters` is set, \
+                             because the other voters must know the port; use {entry_port}, \
+                             the port of this node's entry `{}@{entry}`, or leave \
+                             `controller.listen` unset to use that entry",
+                            self.node_id
+                        ),
+                    ));
+                }
+                if port != entry_port {
+                    return Err(invalid(
+                        "controller.listen",
+                        format!(
+                            "`{listen}` has port {port}, but this node's entry in \
+                             `controller.quorum.voters` is `{}@{entry}` with port \
+                             {entry_port}; the other voters dial that port, so use the \
+                             same port in both (or leave `controller.listen` unset)",
+                            self.node_id
+                        ),
+                    ));
+                }
+            }
+            (None, None) => {
+                return Err(invalid(
+                    "controller.listen",
+                    format!(
+                        "node.id {} is not in `controller.quorum.voters` ({}), so this \
+                         broker is an observer of the controller quorum and needs its own \
+                         `controller.listen` (--controller-listen HOST:PORT); or add it to \
+                         the voters",
+                        self.node_id,
+                        voters_text(&self.voters)
+                    ),
+                ))
+            }
+            (None, Some(listen)) => {
+                let (_, port) =
+                    parse_host_port(listen).map_err(|e| invalid("controller.listen", e))?;
+                if port == 0 {
+                    return Err(invalid(
+                        "controller.listen",
+                        "port 0 is not allowed when `controller.quorum.voters` is set, \
+                         because the controller must know the port; give a fixed port, \
+                         e.g. `127.0.0.1:9093`"
+                            .to_string(),
+                    ));
+                }
+            }
+        }
+        self.check_listeners_differ()
+    }
+
+    /// `listen` and `controller.listen` cannot bind the same port.
+    fn check_listeners_differ(&self) -> Result<(), ConfigError> {
+        let Some(controller) = &self.controller_listen else {
+            return Ok(());
+        };
+        let (Ok((host, port)), Ok((controller_host, controller_port))) =
+            (parse_host_port(&self.listen), parse_host_port(controller))
+        else {
+            return Ok(());
+        };
+        let same_host = host.eq_ignore_ascii_case(&controller_host)
+            || is_unspecified(&host)
+            || is_unspecified(&controller_host);
+        if port == 0 || port != controller_port || !same_host {
+            return Ok(());
+        }
+        let listen = &self.listen;
+        Err(if self.set_keys.contains_key("controller.listen") {
+            ConfigError::Invalid {
+                key: "controller.listen".to_string(),
+                message: format!(
+                    "`{controller}` binds the same port as `listen` (`{listen}`); give the \
+                     controller a port of its own, e.g. 9093 next to 9092"
+                ),
+            }
+        } else {
+            ConfigError::Invalid {
+                key: "controller.quorum.voters".to_string(),
+                message: format!(
+                    "this node's entry `{}@{controller}` makes the controller bind the same \
+                     port as `listen` (`{listen}`); give the controller a port of its own, \
+                     e.g. 9093 next to 9092",
+                    self.node_id
+                ),
+            }
+        })
     }
 }
 
@@ -495,13 +691,18 @@ fn expected_for(key: &str) -> String {
         .unwrap_or_else(|| "a single value".to_string())
 }
 
-/// Kafka names for settings Sluice spells differently.
+/// Kafka names for settings Sluice spells differently (and one name Sluice's own
+/// early docs used).
 const KAFKA_ALIASES: &[(&str, &str)] = &[
     ("broker.id", "node.id"),
     ("log.dirs", "data.dir"),
     ("log.dir", "data.dir"),
     ("listeners", "listen"),
     ("advertised.listeners", "advertised.listener"),
+    (
+        "metadata.election.timeout.ms",
+        "controller.quorum.election.timeout.ms",
+    ),
 ];
 
 fn suggest_broker_key(name: &str) -> Option<String> {
@@ -562,6 +763,82 @@ fn parse_host_port(raw: &str) -> Result<(String, u16), String> {
         .parse::<u16>()
         .map_err(|_| "HOST:PORT with a port from 0 to 65535".to_string())?;
     Ok((host.to_string(), port))
+}
+
+const VOTERS_SHAPE: &str =
+    "ID@HOST:PORT entries separated by commas, e.g. `1@127.0.0.1:9093,2@127.0.0.1:9193`";
+
+/// Parses `controller.quorum.voters`: `ID@HOST:PORT` entries separated by commas,
+/// spaces around entries ignored; an empty value means no voters. Peers dial these
+/// addresses, so port 0 and `0.0.0.0`/`::` are refused. The error is what was
+/// expected, naming the bad entry.
+fn parse_voters(raw: &str) -> Result<BTreeMap<i32, String>, String> {
+    let bad = |problem: String| format!("{VOTERS_SHAPE}, but {problem}");
+    let mut voters = BTreeMap::new();
+    // Entry as written, by id and by address, for the duplicate messages.
+    let mut by_id: BTreeMap<i32, &str> = BTreeMap::new();
+    let mut by_address: BTreeMap<String, &str> = BTreeMap::new();
+    let raw = raw.trim();
+    if raw.is_empty() {
+        return Ok(voters);
+    }
+    for entry in raw.split(',').map(str::trim) {
+        if entry.is_empty() {
+            return Err(bad(
+                "an entry is empty (two commas in a row, or one at an end)".to_string(),
+            ));
+        }
+        let not_shape = || bad(format!("entry `{entry}` is not ID@HOST:PORT"));
+        let (id, address) = entry.split_once('@').ok_or_else(not_shape)?;
+        if id.is_empty() || !id.bytes().all(|b| b.is_ascii_digit() || b == b'-') {
+            return Err(not_shape());
+        }
+        let id = id
+            .parse::<i32>()
+            .ok()
+            .filter(|id| *id >= 0)
+            .ok_or_else(|| {
+                bad(format!(
+                    "entry `{entry}` has id `{id}`; ids are node ids, from 0 to 2147483647"
+                ))
+            })?;
+        let (host, port) = parse_host_port(address)
+            .map_err(|expected| bad(format!("in entry `{entry}` `{address}` is not {expected}")))?;
+        if port == 0 {
+            return Err(bad(format!(
+                "entry `{entry}` has port 0; the other voters dial this address, so give \
+                 the port the controller listens on"
+            )));
+        }
+        if is_unspecified(&host) {
+            return Err(bad(format!(
+                "entry `{entry}` has host `{host}`, which only means \"every interface\"; \
+                 give an address the other voters can reach"
+            )));
+        }
+        if let Some(first) = by_id.insert(id, entry) {
+            return Err(bad(format!(
+                "entries `{first}` and `{entry}` have the same id {id}"
+            )));
+        }
+        let address = join_host_port(&host, port);
+        if let Some(first) = by_address.insert(address.to_ascii_lowercase(), entry) {
+            return Err(bad(format!(
+                "entries `{first}` and `{entry}` have the same address `{address}`"
+            )));
+        }
+        voters.insert(id, address);
+    }
+    Ok(voters)
+}
+
+/// `1@h:9093,2@h:9193`, the form [`parse_voters`] reads.
+fn voters_text(voters: &BTreeMap<i32, String>) -> String {
+    voters
+        .iter()
+        .map(|(id, address)| format!("{id}@{address}"))
+        .collect::<Vec<_>>()
+        .join(",")
 }
 
 fn join_host_port(host: &str, port: u16) -> String {
@@ -673,7 +950,7 @@ enum Field<T: 'static> {
     /// A non-empty string described by `what`.
     Text {
         what: &'static str,
-        get: fn(&T) -> String,
+        get: fn(&T) -> Option<String>,
         set: fn(&mut T, &str),
     },
     /// HOST:PORT. `advertised` addresses are given to clients, so their host
@@ -682,6 +959,11 @@ enum Field<T: 'static> {
         advertised: bool,
         get: fn(&T) -> Option<String>,
         set: fn(&mut T, String, u16),
+    },
+    /// `ID@HOST:PORT,...` (see [`parse_voters`]); empty means no voters.
+    Voters {
+        get: fn(&T) -> &BTreeMap<i32, String>,
+        set: fn(&mut T, BTreeMap<i32, String>),
     },
 }
 
@@ -734,6 +1016,7 @@ impl<T> Field<T> {
                 }
                 set(target, host, port);
             }
+            Field::Voters { set, .. } => set(target, parse_voters(raw)?),
         }
         Ok(())
     }
@@ -773,6 +1056,7 @@ impl<T> Field<T> {
             }
             Field::Text { what, .. } => what.to_string(),
             Field::Address { .. } => "HOST:PORT, e.g. `127.0.0.1:9092` or `[::1]:9092`".to_string(),
+            Field::Voters { .. } => VOTERS_SHAPE.to_string(),
         }
     }
 
@@ -780,8 +1064,12 @@ impl<T> Field<T> {
         match self {
             Field::Int { get, .. } => Some(get(target).to_string()),
             Field::Bool { get, .. } => Some(get(target).to_string()),
-            Field::OneOf { get, .. } | Field::Text { get, .. } => Some(get(target)),
-            Field::Address { get, .. } => get(target),
+            Field::OneOf { get, .. } => Some(get(target)),
+            Field::Text { get, .. } | Field::Address { get, .. } => get(target),
+            Field::Voters { get, .. } => {
+                let voters = get(target);
+                (!voters.is_empty()).then(|| voters_text(voters))
+            }
         }
     }
 }
@@ -825,7 +1113,7 @@ static BROKER_KEYS: &[BrokerKey] = &[
         doc: "Directory holding the topics' logs and the broker's metadata.",
         field: Field::Text {
             what: "a directory path",
-            get: |c| c.data_dir.display().to_string(),
+            get: |c| Some(c.data_dir.display().to_string()),
             set: |c, v| c.data_dir = PathBuf::from(v),
         },
     },
@@ -985,6 +1273,186 @@ static BROKER_KEYS: &[BrokerKey] = &[
             set: |c, v| c.offsets_retention_minutes = v,
         },
     },
+    BrokerKey {
+        name: "offsets.topic.replication.factor",
+        config_type: ConfigType::Short,
+        doc: "Replication factor of the internal __consumer_offsets topic.",
+        field: Field::Int {
+            min: 1,
+            max: i16::MAX as i64,
+            unit: "replicas",
+            get: |c| c.offsets_topic_replication_factor.into(),
+            set: |c, v| c.offsets_topic_replication_factor = v as i16,
+        },
+    },
+    BrokerKey {
+        name: "broker.rack",
+        config_type: ConfigType::String,
+        doc: "Rack (or zone) of this broker; replicas of a partition are spread \
+              over racks.",
+        field: Field::Text {
+            what: "a rack name",
+            get: |c| c.rack.clone(),
+            set: |c, v| c.rack = Some(v.to_string()),
+        },
+    },
+    BrokerKey {
+        name: "controller.listen",
+        config_type: ConfigType::String,
+        doc: "HOST:PORT the controller quorum listens on; unset means this node's \
+              entry in controller.quorum.voters.",
+        field: Field::Address {
+            advertised: false,
+            get: |c| c.controller_listen.clone(),
+            set: |c, host, port| c.controller_listen = Some(join_host_port(&host, port)),
+        },
+    },
+    BrokerKey {
+        name: "controller.quorum.voters",
+        config_type: ConfigType::List,
+        doc: "The controllers, as ID@HOST:PORT entries separated by commas; unset \
+              means a single-node cluster that is its own controller.",
+        field: Field::Voters {
+            get: |c| &c.voters,
+            set: |c, v| c.voters = v,
+        },
+    },
+    BrokerKey {
+        name: "controller.quorum.election.timeout.ms",
+        config_type: ConfigType::Int,
+        doc: "How long a controller waits without hearing from a leader before it \
+              starts an election.",
+        field: Field::Int {
+            min: 1,
+            max: i32::MAX as i64,
+            unit: "milliseconds",
+            get: |c| c.controller_election_timeout_ms as i64,
+            set: |c, v| c.controller_election_timeout_ms = v as u64,
+        },
+    },
+    BrokerKey {
+        name: "broker.session.timeout.ms",
+        config_type: ConfigType::Int,
+        doc: "How long the controller waits for a broker's heartbeat before it fences \
+              the broker and moves its leaderships.",
+        field: Field::Int {
+            min: 1,
+            max: i32::MAX as i64,
+            unit: "milliseconds",
+            get: |c| c.broker_session_timeout_ms as i64,
+            set: |c, v| c.broker_session_timeout_ms = v as u64,
+        },
+    },
+    BrokerKey {
+        name: "broker.heartbeat.interval.ms",
+        config_type: ConfigType::Int,
+        doc: "How often a broker heartbeats to the controller; smaller than \
+              broker.session.timeout.ms.",
+        field: Field::Int {
+            min: 1,
+            max: i32::MAX as i64,
+            unit: "milliseconds",
+            get: |c| c.broker_heartbeat_interval_ms as i64,
+            set: |c, v| c.broker_heartbeat_interval_ms = v as u64,
+        },
+    },
+    BrokerKey {
+        name: "replica.lag.time.max.ms",
+        config_type: ConfigType::Long,
+        doc: "A follower that has not caught up with the leader for this long is \
+              removed from the ISR.",
+        field: Field::Int {
+            min: 1,
+            max: i64::MAX,
+            unit: "milliseconds",
+            get: |c| c.replica_lag_time_max_ms as i64,
+            set: |c, v| c.replica_lag_time_max_ms = v as u64,
+        },
+    },
+    BrokerKey {
+        name: "replica.fetch.wait.max.ms",
+        config_type: ConfigType::Int,
+        doc: "How long a follower's fetch waits at the leader for new data; at most \
+              replica.lag.time.max.ms.",
+        field: Field::Int {
+            min: 1,
+            max: i32::MAX as i64,
+            unit: "milliseconds",
+            get: |c| c.replica_fetch_wait_max_ms as i64,
+            set: |c, v| c.replica_fetch_wait_max_ms = v as u64,
+        },
+    },
+    BrokerKey {
+        name: "replica.fetch.max.bytes",
+        config_type: ConfigType::Int,
+        doc: "Bytes a follower asks for per partition in one fetch; a bigger first \
+              batch is still returned whole.",
+        field: Field::Int {
+            min: 1,
+            max: i32::MAX as i64,
+            unit: "bytes",
+            get: |c| c.replica_fetch_max_bytes.into(),
+            set: |c, v| c.replica_fetch_max_bytes = v as i32,
+        },
+    },
+    BrokerKey {
+        name: "replica.fetch.response.max.bytes",
+        config_type: ConfigType::Int,
+        doc: "Bytes a follower asks for in one fetch over all partitions; a bigger \
+              first batch is still returned whole.",
+        field: Field::Int {
+            min: 1,
+            max: i32::MAX as i64,
+            unit: "bytes",
+            get: |c| c.replica_fetch_response_max_bytes.into(),
+            set: |c, v| c.replica_fetch_response_max_bytes = v as i32,
+        },
+    },
+    BrokerKey {
+        name: "auto.leader.rebalance.enable",
+        config_type: ConfigType::Boolean,
+        doc: "Whether the controller moves leadership back to each partition's \
+              preferred replica when the leaders are unbalanced.",
+        field: Field::Bool {
+            get: |c| c.auto_leader_rebalance_enable,
+            set: |c, v| c.auto_leader_rebalance_enable = v,
+        },
+    },
+    BrokerKey {
+        name: "leader.imbalance.check.interval.seconds",
+        config_type: ConfigType::Long,
+        doc: "How often the controller checks whether leaders are unbalanced.",
+        field: Field::Int {
+            min: 1,
+            max: i64::MAX,
+            unit: "seconds",
+            get: |c| c.leader_imbalance_check_interval_seconds as i64,
+            set: |c, v| c.leader_imbalance_check_interval_seconds = v as u64,
+        },
+    },
+    BrokerKey {
+        name: "controlled.shutdown.enable",
+        config_type: ConfigType::Boolean,
+        doc: "Whether SIGTERM first asks the controller to move this broker's \
+              leaderships to other replicas.",
+        field: Field::Bool {
+            get: |c| c.controlled_shutdown_enable,
+            set: |c, v| c.controlled_shutdown_enable = v,
+        },
+    },
+    BrokerKey {
+        name: "controlled.shutdown.timeout.ms",
+        config_type: ConfigType::Long,
+        doc: "Sluice-specific. On SIGTERM, how long to wait for the controller to \
+              move this broker's leaderships away before shutting down anyway.",
+        field: Field::Int {
+            min: 0,
+            max: i64::MAX,
+            unit: "milliseconds",
+            get: |c| c.controlled_shutdown_timeout_ms as i64,
+            set: |c, v| c.controlled_shutdown_timeout_ms = v as u64,
+        },
+    },
 ];
 
 #[cfg(test)]
@@ -1024,6 +1492,21 @@ mod tests {
         assert_eq!(c.group_initial_rebalance_delay_ms, 3_000);
         assert_eq!(c.offsets_topic_num_partitions, 50);
         assert_eq!(c.offsets_retention_minutes, 10_080);
+        assert_eq!(c.controller_listen, None);
+        assert!(c.voters.is_empty());
+        assert_eq!(c.rack, None);
+        assert_eq!(c.broker_session_timeout_ms, 9_000);
+        assert_eq!(c.broker_heartbeat_interval_ms, 2_000);
+        assert_eq!(c.replica_lag_time_max_ms, 30_000);
+        assert_eq!(c.replica_fetch_wait_max_ms, 500);
+        assert_eq!(c.replica_fetch_max_bytes, 1_048_576);
+        assert_eq!(c.replica_fetch_response_max_bytes, 10_485_760);
+        assert_eq!(c.offsets_topic_replication_factor, 3);
+        assert!(c.auto_leader_rebalance_enable);
+        assert_eq!(c.leader_imbalance_check_interval_seconds, 300);
+        assert!(c.controlled_shutdown_enable);
+        assert_eq!(c.controlled_shutdown_timeout_ms, 30_000);
+        assert_eq!(c.controller_election_timeout_ms, 1_000);
         let t = &c.topic_defaults;
         assert_eq!(t.retention_ms, 604_800_000);
         assert_eq!(t.retention_bytes, -1);
@@ -1066,6 +1549,21 @@ shutdown.timeout.ms: 500
 group.initial.rebalance.delay.ms: 0
 offsets.topic.num.partitions: 3
 offsets.retention.minutes: 60
+offsets.topic.replication.factor: 2
+broker.rack: eu-west-1a
+controller.listen: "[::1]:9093"
+controller.quorum.voters: 7@[::1]:9093,8@broker8.example.com:9093
+controller.quorum.election.timeout.ms: 1500
+broker.session.timeout.ms: 6000
+broker.heartbeat.interval.ms: 1000
+replica.lag.time.max.ms: 20000
+replica.fetch.wait.max.ms: 250
+replica.fetch.max.bytes: 2097152
+replica.fetch.response.max.bytes: 4194304
+auto.leader.rebalance.enable: false
+leader.imbalance.check.interval.seconds: 60
+controlled.shutdown.enable: false
+controlled.shutdown.timeout.ms: 5000
 log.retention.ms: 3600000
 log.retention.bytes: 1000000
 log.segment.bytes: 65536
@@ -1104,6 +1602,27 @@ log.segment.delete.delay.ms: 4000
         assert_eq!(c.group_initial_rebalance_delay_ms, 0);
         assert_eq!(c.offsets_topic_num_partitions, 3);
         assert_eq!(c.offsets_retention_minutes, 60);
+        assert_eq!(c.offsets_topic_replication_factor, 2);
+        assert_eq!(c.rack.as_deref(), Some("eu-west-1a"));
+        assert_eq!(c.controller_listen.as_deref(), Some("[::1]:9093"));
+        assert_eq!(
+            c.voters,
+            BTreeMap::from([
+                (7, "[::1]:9093".to_string()),
+                (8, "broker8.example.com:9093".to_string())
+            ])
+        );
+        assert_eq!(c.controller_election_timeout_ms, 1500);
+        assert_eq!(c.broker_session_timeout_ms, 6000);
+        assert_eq!(c.broker_heartbeat_interval_ms, 1000);
+        assert_eq!(c.replica_lag_time_max_ms, 20_000);
+        assert_eq!(c.replica_fetch_wait_max_ms, 250);
+        assert_eq!(c.replica_fetch_max_bytes, 2_097_152);
+        assert_eq!(c.replica_fetch_response_max_bytes, 4_194_304);
+        assert!(!c.auto_leader_rebalance_enable);
+        assert_eq!(c.leader_imbalance_check_interval_seconds, 60);
+        assert!(!c.controlled_shutdown_enable);
+        assert_eq!(c.controlled_shutdown_timeout_ms, 5000);
         let t = &c.topic_defaults;
         assert_eq!(t.retention_ms, 3_600_000);
         assert_eq!(t.retention_bytes, 1_000_000);
@@ -1212,6 +1731,12 @@ log.segment.delete.delay.ms: 4000
             "h:1",
             "--node-id",
             "9",
+            "--controller-listen",
+            "0.0.0.0:9093",
+            "--voters",
+            "9@h:9093",
+            "--rack",
+            "r1",
         ])
         .unwrap();
         assert_eq!(
@@ -1222,6 +1747,9 @@ log.segment.delete.delay.ms: 4000
                 listen: Some("0.0.0.0:9092".into()),
                 advertised_listener: Some("h:1".into()),
                 node_id: Some(9),
+                controller_listen: Some("0.0.0.0:9093".into()),
+                voters: Some("9@h:9093".into()),
+                rack: Some("r1".into()),
             }
         );
         assert_eq!(
@@ -1317,6 +1845,44 @@ log.segment.delete.delay.ms: 4000
             ("log.retention.ms: -2", "log.retention.ms"),
             ("log.roll.hours: 0", "log.roll.hours"),
             ("data.dir: ''", "data.dir"),
+            ("broker.rack: ''", "broker.rack"),
+            ("controller.listen: localhost", "controller.listen"),
+            ("broker.session.timeout.ms: 0", "broker.session.timeout.ms"),
+            (
+                "broker.heartbeat.interval.ms: 0",
+                "broker.heartbeat.interval.ms",
+            ),
+            ("replica.lag.time.max.ms: 0", "replica.lag.time.max.ms"),
+            ("replica.fetch.wait.max.ms: 0", "replica.fetch.wait.max.ms"),
+            ("replica.fetch.max.bytes: 0", "replica.fetch.max.bytes"),
+            (
+                "replica.fetch.response.max.bytes: 2147483648",
+                "replica.fetch.response.max.bytes",
+            ),
+            (
+                "offsets.topic.replication.factor: 0",
+                "offsets.topic.replication.factor",
+            ),
+            (
+                "leader.imbalance.check.interval.seconds: 0",
+                "leader.imbalance.check.interval.seconds",
+            ),
+            (
+                "controlled.shutdown.timeout.ms: -1",
+                "controlled.shutdown.timeout.ms",
+            ),
+            (
+                "controller.quorum.election.timeout.ms: 0",
+                "controller.quorum.election.timeout.ms",
+            ),
+            (
+                "auto.leader.rebalance.enable: yes",
+                "auto.leader.rebalance.enable",
+            ),
+            (
+                "controlled.shutdown.enable: 0",
+                "controlled.shutdown.enable",
+            ),
         ] {
             let err = yaml_err(text);
             assert!(err.contains(&format!("`{key}`")), "{text}: {err}");
@@ -1476,8 +2042,310 @@ log.segment.delete.delay.ms: 4000
             "--listen",
             "--advertised-listener",
             "--node-id",
+            "--controller-listen",
+            "--voters",
+            "--rack",
         ] {
             assert!(doc.contains(flag), "docs lack {flag}");
         }
+    }
+
+    fn cluster_err(text: &str) -> String {
+        let err = BrokerConfig::from_yaml_str(text, "sluice.yaml").unwrap_err();
+        assert!(matches!(err, ConfigError::Invalid { .. }), "{err:?}");
+        err.to_string()
+    }
+
+    #[test]
+    fn cluster_flags_land_in_their_fields() {
+        let cli = Cli::try_parse_from([
+            "sluice-broker",
+            "--node-id",
+            "2",
+            "--controller-listen",
+            "0.0.0.0:9193",
+            "--voters",
+            "1@127.0.0.1:9093,2@127.0.0.1:9193,3@127.0.0.1:9293",
+            "--rack",
+            "rack-b",
+        ])
+        .unwrap();
+        let c = BrokerConfig::load(&cli, Vec::new()).unwrap();
+        assert_eq!(c.controller_listen.as_deref(), Some("0.0.0.0:9193"));
+        assert_eq!(c.voters.len(), 3);
+        assert_eq!(c.voters[&3], "127.0.0.1:9293");
+        assert_eq!(c.rack.as_deref(), Some("rack-b"));
+        assert_eq!(
+            c.set_keys["controller.quorum.voters"].origin,
+            Origin::Flag("--voters")
+        );
+        assert_eq!(c.set_keys["broker.rack"].origin, Origin::Flag("--rack"));
+        assert_eq!(
+            c.set_keys["controller.listen"].origin,
+            Origin::Flag("--controller-listen")
+        );
+    }
+
+    #[test]
+    fn voters_accept_ipv6_hostnames_spaces_and_empty() {
+        let voters =
+            parse_voters(" 0@[::1]:9093 , 12@Broker.Example.com:1,3@10.0.0.3:65535 ").unwrap();
+        assert_eq!(
+            voters,
+            BTreeMap::from([
+                (0, "[::1]:9093".to_string()),
+                (3, "10.0.0.3:65535".to_string()),
+                (12, "Broker.Example.com:1".to_string()),
+            ])
+        );
+        assert_eq!(
+            voters_text(&voters),
+            "0@[::1]:9093,3@10.0.0.3:65535,12@Broker.Example.com:1"
+        );
+        assert_eq!(parse_voters("").unwrap(), BTreeMap::new());
+        assert_eq!(parse_voters("  ").unwrap(), BTreeMap::new());
+    }
+
+    #[test]
+    fn each_bad_voters_entry_is_named_with_the_expected_shape() {
+        for (value, names) in [
+            ("x@1", "entry `x@1` is not ID@HOST:PORT"),
+            ("1@h:9093,x@1", "entry `x@1` is not ID@HOST:PORT"),
+            (
+                "127.0.0.1:9093",
+                "entry `127.0.0.1:9093` is not ID@HOST:PORT",
+            ),
+            ("@h:9093", "entry `@h:9093` is not ID@HOST:PORT"),
+            ("1.5@h:9093", "entry `1.5@h:9093` is not ID@HOST:PORT"),
+            ("-1@h:9093", "entry `-1@h:9093` has id `-1`"),
+            (
+                "2147483648@h:9093",
+                "entry `2147483648@h:9093` has id `2147483648`",
+            ),
+            ("1@h", "in entry `1@h` `h` is not HOST:PORT"),
+            ("1@h:", "in entry `1@h:` `h:` is not HOST:PORT"),
+            (
+                "1@h:99999",
+                "in entry `1@h:99999` `h:99999` is not HOST:PORT with a port",
+            ),
+            (
+                "1@::1:9093",
+                "in entry `1@::1:9093` `::1:9093` is not HOST:PORT with an IPv6 host in brackets",
+            ),
+            ("1@h:0", "entry `1@h:0` has port 0"),
+            (
+                "1@0.0.0.0:9093",
+                "entry `1@0.0.0.0:9093` has host `0.0.0.0`",
+            ),
+            ("1@[::]:9093", "entry `1@[::]:9093` has host `::`"),
+            (
+                "1@a:9093,1@b:9093",
+                "entries `1@a:9093` and `1@b:9093` have the same id 1",
+            ),
+            (
+                "1@a:9093,2@A:9093",
+                "entries `1@a:9093` and `2@A:9093` have the same address `A:9093`",
+            ),
+            ("1@a:9093,,2@b:9093", "an entry is empty"),
+            ("1@a:9093,", "an entry is empty"),
+        ] {
+            let err = yaml_err(&format!("controller.quorum.voters: '{value}'\n"));
+            assert!(
+                err.starts_with(&format!(
+                    "invalid value `{value}` for `controller.quorum.voters` in sluice.yaml: \
+                     expected ID@HOST:PORT entries separated by commas, e.g. \
+                     `1@127.0.0.1:9093,2@127.0.0.1:9193`, but "
+                )),
+                "{value}: {err}"
+            );
+            assert!(err.contains(names), "{value}: {err}");
+        }
+        // A YAML list is not the comma-separated string.
+        let err = yaml_err("controller.quorum.voters: [1@a:9093]\n");
+        assert!(err.ends_with("expected ID@HOST:PORT entries separated by commas, e.g. `1@127.0.0.1:9093,2@127.0.0.1:9193`"), "{err}");
+    }
+
+    #[test]
+    fn voter_without_controller_listen_listens_on_its_own_entry() {
+        let c = BrokerConfig::from_yaml_str(
+            "node.id: 2\ncontroller.quorum.voters: 1@h1:9093,2@h2:9193\n",
+            "sluice.yaml",
+        )
+        .unwrap();
+        assert_eq!(c.controller_listen.as_deref(), Some("h2:9193"));
+        // Derived, not set: DescribeConfigs shows the value as a default.
+        assert!(!c.set_keys.contains_key("controller.listen"));
+    }
+
+    #[test]
+    fn voter_controller_listen_must_use_its_entrys_port() {
+        let ok = BrokerConfig::from_yaml_str(
+            "node.id: 1\ncontroller.listen: 0.0.0.0:9093\ncontroller.quorum.voters: 1@h1:9093\n",
+            "sluice.yaml",
+        )
+        .unwrap();
+        assert_eq!(ok.controller_listen.as_deref(), Some("0.0.0.0:9093"));
+
+        let err = cluster_err(
+            "node.id: 1\ncontroller.listen: 0.0.0.0:9094\ncontroller.quorum.voters: 1@h1:9093\n",
+        );
+        assert_eq!(
+            err,
+            "`controller.listen`: `0.0.0.0:9094` has port 9094, but this node's entry in \
+             `controller.quorum.voters` is `1@h1:9093` with port 9093; the other voters dial \
+             that port, so use the same port in both (or leave `controller.listen` unset)"
+        );
+        let err = cluster_err(
+            "node.id: 1\ncontroller.listen: 0.0.0.0:0\ncontroller.quorum.voters: 1@h1:9093\n",
+        );
+        assert!(
+            err.starts_with("`controller.listen`: port 0 is not allowed"),
+            "{err}"
+        );
+        assert!(err.contains("use 9093"), "{err}");
+    }
+
+    #[test]
+    fn observer_needs_a_fixed_controller_listen() {
+        let err = cluster_err("node.id: 4\ncontroller.quorum.voters: 1@h1:9093,2@h2:9093\n");
+        assert_eq!(
+            err,
+            "`controller.listen`: node.id 4 is not in `controller.quorum.voters` \
+             (1@h1:9093,2@h2:9093), so this broker is an observer of the controller quorum \
+             and needs its own `controller.listen` (--controller-listen HOST:PORT); or add \
+             it to the voters"
+        );
+        let err = cluster_err(
+            "node.id: 4\ncontroller.listen: 0.0.0.0:0\ncontroller.quorum.voters: 1@h1:9093\n",
+        );
+        assert!(
+            err.starts_with("`controller.listen`: port 0 is not allowed"),
+            "{err}"
+        );
+        let c = BrokerConfig::from_yaml_str(
+            "node.id: 4\ncontroller.listen: h4:9093\ncontroller.quorum.voters: 1@h1:9093\n",
+            "sluice.yaml",
+        )
+        .unwrap();
+        assert_eq!(c.controller_listen.as_deref(), Some("h4:9093"));
+    }
+
+    #[test]
+    fn single_node_cluster_needs_no_controller_listener() {
+        let c = BrokerConfig::from_yaml_str("node.id: 4\n", "t").unwrap();
+        assert_eq!(c.controller_listen, None);
+        let c = BrokerConfig::from_yaml_str("controller.listen: 127.0.0.1:0\n", "t").unwrap();
+        assert_eq!(c.controller_listen.as_deref(), Some("127.0.0.1:0"));
+    }
+
+    #[test]
+    fn controller_cannot_share_the_client_port() {
+        let err = cluster_err("listen: 0.0.0.0:9092\ncontroller.listen: 127.0.0.1:9092\n");
+        assert!(
+            err.starts_with(
+                "`controller.listen`: `127.0.0.1:9092` binds the same port as `listen`"
+            ),
+            "{err}"
+        );
+        let err = cluster_err("node.id: 1\ncontroller.quorum.voters: 1@127.0.0.1:9092\n");
+        assert!(
+            err.starts_with("`controller.quorum.voters`: this node's entry `1@127.0.0.1:9092`"),
+            "{err}"
+        );
+        // Other hosts, or port 0 on both, are fine.
+        BrokerConfig::from_yaml_str(
+            "listen: 10.0.0.1:9092\ncontroller.listen: 10.0.0.2:9092\n",
+            "t",
+        )
+        .unwrap();
+        BrokerConfig::from_yaml_str("listen: 127.0.0.1:0\ncontroller.listen: 127.0.0.1:0\n", "t")
+            .unwrap();
+    }
+
+    #[test]
+    fn heartbeat_must_be_shorter_than_the_session() {
+        let err = cluster_err("broker.heartbeat.interval.ms: 9000\n");
+        assert_eq!(
+            err,
+            "`broker.heartbeat.interval.ms`: 9000 must be smaller than \
+             `broker.session.timeout.ms` (9000), or the controller fences the broker between \
+             two heartbeats; lower the interval or raise the timeout"
+        );
+        let err = cluster_err("broker.session.timeout.ms: 1000\n");
+        assert!(err.contains("(1000)"), "{err}");
+        BrokerConfig::from_yaml_str("broker.session.timeout.ms: 2001\n", "t").unwrap();
+    }
+
+    #[test]
+    fn replica_fetch_wait_cannot_exceed_the_lag_limit() {
+        let err = cluster_err("replica.lag.time.max.ms: 400\n");
+        assert!(
+            err.starts_with(
+                "`replica.fetch.wait.max.ms`: 500 must not exceed `replica.lag.time.max.ms` (400)"
+            ),
+            "{err}"
+        );
+        BrokerConfig::from_yaml_str("replica.lag.time.max.ms: 500\n", "t").unwrap();
+    }
+
+    #[test]
+    fn voters_come_from_the_environment_too() {
+        let cli = Cli {
+            node_id: Some(3),
+            voters: Some("1@a:9093".into()),
+            ..Cli::default()
+        };
+        let c = BrokerConfig::load(
+            &cli,
+            env(&[("SLUICE_CONTROLLER_QUORUM_VOTERS", "1@a:9093,3@c:9093")]),
+        )
+        .unwrap();
+        assert_eq!(c.voters.len(), 2, "env beats flag");
+        assert_eq!(c.controller_listen.as_deref(), Some("c:9093"));
+        assert_eq!(
+            c.set_keys["controller.quorum.voters"].origin,
+            Origin::Env("SLUICE_CONTROLLER_QUORUM_VOTERS".into())
+        );
+        // An empty variable turns a voters list from the file back into a single node.
+        let c = BrokerConfig::load(&cli, env(&[("SLUICE_CONTROLLER_QUORUM_VOTERS", "")])).unwrap();
+        assert!(c.voters.is_empty());
+
+        let err = BrokerConfig::load(&cli, env(&[("SLUICE_CONTROLLER_QUORUM_VOTERS", "3@c")]))
+            .unwrap_err()
+            .to_string();
+        assert!(
+            err.contains("from environment variable SLUICE_CONTROLLER_QUORUM_VOTERS")
+                && err.contains("entry `3@c`"),
+            "{err}"
+        );
+    }
+
+    #[test]
+    fn metadata_election_timeout_suggests_the_kafka_key() {
+        assert!(yaml_err("metadata.election.timeout.ms: 1000\n")
+            .ends_with("did you mean `controller.quorum.election.timeout.ms`?"));
+    }
+
+    #[test]
+    fn cluster_example_in_the_docs_starts_three_brokers() {
+        let doc = include_str!("../../../docs/configuration.md");
+        let commands: Vec<String> = doc
+            .replace("\\\n", " ")
+            .lines()
+            .filter(|line| line.starts_with("sluice-broker --node-id"))
+            .map(str::to_string)
+            .collect();
+        assert_eq!(commands.len(), 3, "{commands:?}");
+        let mut controllers = Vec::new();
+        for command in &commands {
+            let cli = Cli::try_parse_from(command.split_whitespace()).unwrap();
+            let c = BrokerConfig::load(&cli, Vec::new()).unwrap();
+            assert_eq!(c.voters.len(), 3, "{command}");
+            controllers.push(c.controller_listen.unwrap());
+        }
+        assert_eq!(
+            controllers,
+            ["127.0.0.1:9093", "127.0.0.1:9193", "127.0.0.1:9293"]
+        );
     }
 }

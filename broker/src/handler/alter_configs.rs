@@ -3,18 +3,16 @@
 
 use std::collections::BTreeMap;
 
-use bytes::BytesMut;
 use kafka_protocol::messages::alter_configs_response::AlterConfigsResourceResponse;
 use kafka_protocol::messages::{AlterConfigsRequest, AlterConfigsResponse};
 use kafka_protocol::protocol::StrBytes;
 
-use super::{code, Ctx, Error, NONE};
+use super::{code, Ctx, Error, Reply, NONE};
 
-pub fn handle(ctx: &Ctx, req: AlterConfigsRequest) -> Result<BytesMut, Error> {
-    let responses = req
-        .resources
-        .into_iter()
-        .map(|res| {
+pub fn handle(ctx: Ctx, req: AlterConfigsRequest) -> Result<Reply, Error> {
+    Ok(Reply::Later(Box::pin(async move {
+        let mut responses = Vec::new();
+        for res in req.resources {
             let overrides: BTreeMap<String, String> = res
                 .configs
                 .into_iter()
@@ -23,19 +21,24 @@ pub fn handle(ctx: &Ctx, req: AlterConfigsRequest) -> Result<BytesMut, Error> {
             let r = AlterConfigsResourceResponse::default()
                 .with_resource_type(res.resource_type)
                 .with_resource_name(res.resource_name.clone());
-            match super::set_topic_overrides(
-                ctx,
+            let outcome = super::set_topic_overrides(
+                &ctx,
                 res.resource_type,
                 &res.resource_name,
                 |_| Ok(overrides),
                 req.validate_only,
-            ) {
+            )
+            .await;
+            responses.push(match outcome {
                 Ok(()) => r.with_error_code(NONE),
                 Err((err, msg)) => r
                     .with_error_code(code(err))
                     .with_error_message(Some(StrBytes::from_string(msg))),
-            }
-        })
-        .collect();
-    ctx.respond(&AlterConfigsResponse::default().with_responses(responses))
+            });
+        }
+        super::respond_or_log(
+            &ctx,
+            &AlterConfigsResponse::default().with_responses(responses),
+        )
+    })))
 }

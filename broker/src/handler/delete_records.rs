@@ -17,7 +17,6 @@ pub fn handle(ctx: &Ctx, req: DeleteRecordsRequest) -> Result<BytesMut, Error> {
         .topics
         .into_iter()
         .map(|t| {
-            let topic = ctx.broker.topics.get(&t.name.0);
             let partitions = t
                 .partitions
                 .into_iter()
@@ -25,11 +24,11 @@ pub fn handle(ctx: &Ctx, req: DeleteRecordsRequest) -> Result<BytesMut, Error> {
                     let r = DeleteRecordsPartitionResult::default()
                         .with_partition_index(p.partition_index)
                         .with_low_watermark(-1);
-                    let Some(partition) =
-                        topic.as_ref().and_then(|t| t.partition(p.partition_index))
-                    else {
-                        return r.with_error_code(code(ResponseError::UnknownTopicOrPartition));
-                    };
+                    let partition =
+                        match super::leader_replica(ctx, &t.name.0, p.partition_index, -1) {
+                            Ok(p) => p,
+                            Err(e) => return r.with_error_code(code(e)),
+                        };
                     let hw = partition.high_watermark();
                     let offset = if p.offset == HIGH_WATERMARK {
                         hw

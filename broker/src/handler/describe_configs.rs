@@ -26,8 +26,8 @@ pub fn handle(ctx: &Ctx, req: DescribeConfigsRequest) -> Result<BytesMut, Error>
                 .with_resource_name(res.resource_name.clone());
             let name = res.resource_name.to_string();
             let entries = match res.resource_type {
-                RESOURCE_TOPIC => match b.topics.get(&name) {
-                    Some(t) => describe_topic(&b.config, &t.overrides()),
+                RESOURCE_TOPIC => match b.image().topic(&name) {
+                    Some(t) => describe_topic(&b.config, &t.configs),
                     None => {
                         return r
                             .with_error_code(code(ResponseError::UnknownTopicOrPartition))

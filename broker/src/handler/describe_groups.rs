@@ -21,7 +21,14 @@ pub fn handle(ctx: &Ctx, req: DescribeGroupsRequest) -> Result<BytesMut, Error> 
                     .with_error_code(code(ResponseError::InvalidGroupId))
                     .with_group_state(StrBytes::from_static_str("Dead"));
             }
-            let d = ctx.broker.groups.describe(&id.0);
+            let d = match ctx.broker.groups.describe(&id.0) {
+                Ok(d) => d,
+                Err(e) => {
+                    return group
+                        .with_error_code(super::group_error(&e))
+                        .with_group_state(StrBytes::from_static_str(""))
+                }
+            };
             let mut group = group
                 .with_error_code(NONE)
                 .with_group_state(StrBytes::from_static_str(d.state.name()))

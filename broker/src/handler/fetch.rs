@@ -1,6 +1,12 @@
 //! Fetch (key 1), v4-12: whole stored batches, never re-encoded, with long
 //! polling (min_bytes / max_wait_ms) and response and partition size limits.
 //!
+//! Followers fetch with their broker id as `replica_id`: they read up to the
+//! log end, their fetch offset tells the leader how far they have the log
+//! (advancing the high watermark), and a follower whose last fetched epoch
+//! does not match our history gets the diverging epoch to truncate to.
+//! Consumers read up to the high watermark, from the leader only.
+//!
 //! Fetch sessions (KIP-227) are not created: the response's session id 0
 //! tells the client to keep sending full fetch requests.
 
@@ -9,19 +15,24 @@ use std::time::Duration;
 
 use bytes::Bytes;
 use kafka_protocol::error::ResponseError;
-use kafka_protocol::messages::fetch_response::{FetchableTopicResponse, PartitionData};
+use kafka_protocol::messages::fetch_response::{
+    EpochEndOffset, FetchableTopicResponse, PartitionData,
+};
 use kafka_protocol::messages::{FetchRequest, FetchResponse, TopicName};
 use tokio::sync::Notify;
 
 use super::{code, log_error, Ctx, Error, Reply, NONE};
-use crate::partition::Partition;
+use crate::broker::now_ms;
+use crate::partition::{Bound, FollowerFetch, Partition};
 
 struct Target {
     topic: TopicName,
     index: i32,
-    partition: Option<Arc<Partition>>,
+    partition: Result<Arc<Partition>, ResponseError>,
     offset: i64,
     max_bytes: usize,
+    /// Set when a follower's history diverges from ours: `(epoch, end offset)`.
+    diverging: Option<(i32, i64)>,
 }
 
 const READ_COMMITTED: i8 = 1;
@@ -33,23 +44,50 @@ pub fn handle(ctx: Ctx, req: FetchRequest) -> Result<Reply, Error> {
             .with_session_id(0);
         return Ok(Reply::Now(ctx.respond(&resp)?));
     }
+    // Followers fetch with their broker id; consumers with -1.
+    let follower = (req.replica_id.0 >= 0).then_some(req.replica_id.0);
+    let now = now_ms();
     let mut targets = Vec::new();
     for t in req.topics {
-        let topic = ctx.broker.topics.get(&t.topic.0);
         for p in t.partitions {
+            let mut partition =
+                super::leader_replica(&ctx, &t.topic.0, p.partition, p.current_leader_epoch);
+            let mut diverging = None;
+            if let (Some(id), Ok(part)) = (follower, &partition) {
+                if p.last_fetched_epoch >= 0 {
+                    let (epoch, end) =
+                        part.with_log(|l| l.end_offset_for_epoch(p.last_fetched_epoch));
+                    if epoch >= 0 && (epoch < p.last_fetched_epoch || end < p.fetch_offset) {
+                        diverging = Some((epoch, end));
+                    }
+                }
+                if diverging.is_none() && p.fetch_offset <= part.log_end_offset() {
+                    match part.record_follower_fetch(id, p.fetch_offset, now) {
+                        Ok(FollowerFetch::MayJoinIsr) => ctx.broker.replication.poke_isr(),
+                        Ok(FollowerFetch::Ok) => {}
+                        Err(_) => partition = Err(ResponseError::NotLeaderOrFollower),
+                    }
+                }
+            }
             targets.push(Target {
                 topic: t.topic.clone(),
                 index: p.partition,
-                partition: topic.as_ref().and_then(|t| t.partition(p.partition)),
+                partition,
                 offset: p.fetch_offset,
                 max_bytes: usize::try_from(p.partition_max_bytes).unwrap_or(0),
+                diverging,
             });
         }
     }
     let max_bytes = usize::try_from(req.max_bytes).unwrap_or(0);
     let min_bytes = usize::try_from(req.min_bytes).unwrap_or(0);
     let read_committed = req.isolation_level == READ_COMMITTED;
-    let (resp, size, errors) = read_all(&targets, max_bytes, read_committed);
+    let bound = if follower.is_some() {
+        Bound::LogEnd
+    } else {
+        Bound::HighWatermark
+    };
+    let (resp, size, errors) = read_all(&targets, max_bytes, read_committed, bound);
     tracing::trace!(
         partitions = targets.len(),
         size,
@@ -68,12 +106,12 @@ pub fn handle(ctx: Ctx, req: FetchRequest) -> Result<Reply, Error> {
         let notify = Arc::new(Notify::new());
         let resp = loop {
             for t in &targets {
-                if let Some(p) = &t.partition {
+                if let Ok(p) = &t.partition {
                     p.register_waiter(&notify);
                 }
             }
             // Re-read after registering so an append in between is not missed.
-            let (r, size, errors) = read_all(&targets, max_bytes, read_committed);
+            let (r, size, errors) = read_all(&targets, max_bytes, read_committed, bound);
             if size >= min_bytes.max(1) || errors {
                 break r;
             }
@@ -84,10 +122,7 @@ pub fn handle(ctx: Ctx, req: FetchRequest) -> Result<Reply, Error> {
                 break r;
             }
         };
-        ctx.respond(&resp).unwrap_or_else(|e| {
-            tracing::error!(error = %e, "cannot encode fetch response");
-            bytes::BytesMut::new()
-        })
+        super::respond_or_log(&ctx, &resp)
     })))
 }
 
@@ -97,6 +132,7 @@ fn read_all(
     targets: &[Target],
     max_bytes: usize,
     read_committed: bool,
+    bound: Bound,
 ) -> (FetchResponse, usize, bool) {
     let mut remaining = max_bytes;
     let mut total = 0;
@@ -108,13 +144,25 @@ fn read_all(
             .with_aborted_transactions(read_committed.then(Vec::new))
             .with_records(Some(Bytes::new()));
         match &t.partition {
-            None => {
+            Err(e) => {
                 errors = true;
-                pd = pd
-                    .with_error_code(code(ResponseError::UnknownTopicOrPartition))
-                    .with_high_watermark(-1);
+                pd = pd.with_error_code(code(*e)).with_high_watermark(-1);
             }
-            Some(p) => {
+            Ok(p) if t.diverging.is_some() => {
+                errors = true;
+                let (epoch, end) = t.diverging.unwrap_or((-1, -1));
+                pd = pd
+                    .with_error_code(NONE)
+                    .with_high_watermark(p.high_watermark())
+                    .with_last_stable_offset(p.high_watermark())
+                    .with_log_start_offset(p.log_start_offset())
+                    .with_diverging_epoch(
+                        EpochEndOffset::default()
+                            .with_epoch(epoch)
+                            .with_end_offset(end),
+                    );
+            }
+            Ok(p) => {
                 // The first batch is returned whole even past the limits
                 // (KIP-74); after the response is full, partitions only
                 // report their offsets.
@@ -124,9 +172,10 @@ fn read_all(
                         records: Bytes::new(),
                         high_watermark: p.high_watermark(),
                         log_start_offset: p.log_start_offset(),
+                        log_end_offset: p.log_end_offset(),
                     })
                 } else {
-                    p.read(t.offset, limit.max(1))
+                    p.read(t.offset, limit.max(1), bound)
                 };
                 match read {
                     Ok(r) => {

@@ -1,6 +1,9 @@
 //! FindCoordinator (key 10), v0-4 (v4: batched keys).
 //!
-//! This single broker coordinates every group (key type 0). Transactions
+//! A group's coordinator is the leader of its `__consumer_offsets`
+//! partition (key type 0); while that partition has no leader (or does not
+//! exist yet) the answer is COORDINATOR_NOT_AVAILABLE, and clients retry.
+//! Transactions
 //! have no coordinator yet: key type 1 is answered COORDINATOR_NOT_AVAILABLE,
 //! which clients treat as "retry later".
 
@@ -11,20 +14,40 @@ use kafka_protocol::messages::{BrokerId, FindCoordinatorRequest, FindCoordinator
 use kafka_protocol::protocol::StrBytes;
 
 use super::{code, Ctx, Error, NONE};
+use crate::coordinator::OFFSETS_TOPIC;
 
 const KEY_TYPE_GROUP: i8 = 0;
 const KEY_TYPE_TRANSACTION: i8 = 1;
 
 /// `(error, message, node, host, port)` for one key.
-fn answer(ctx: &Ctx, key_type: i8) -> (i16, Option<StrBytes>, i32, StrBytes, i32) {
+fn answer(ctx: &Ctx, key_type: i8, key: &str) -> (i16, Option<StrBytes>, i32, StrBytes, i32) {
     match key_type {
-        KEY_TYPE_GROUP => (
-            NONE,
-            None,
-            ctx.broker.node_id(),
-            StrBytes::from_string(ctx.broker.advertised_host.clone()),
-            i32::from(ctx.broker.advertised_port),
-        ),
+        KEY_TYPE_GROUP => {
+            let image = ctx.broker.image();
+            let index = ctx.broker.groups.partition_for(key);
+            let leader = image
+                .partition(OFFSETS_TOPIC, index)
+                .map(|p| p.leader)
+                .and_then(|id| image.brokers.get(&id).filter(|b| !b.fenced));
+            match leader {
+                Some(b) => (
+                    NONE,
+                    None,
+                    b.id,
+                    StrBytes::from_string(b.host.clone()),
+                    i32::from(b.port),
+                ),
+                None => (
+                    code(ResponseError::CoordinatorNotAvailable),
+                    Some(StrBytes::from_string(format!(
+                        "partition {index} of {OFFSETS_TOPIC} has no leader yet"
+                    ))),
+                    -1,
+                    StrBytes::default(),
+                    -1,
+                ),
+            }
+        }
         KEY_TYPE_TRANSACTION => (
             code(ResponseError::CoordinatorNotAvailable),
             Some(StrBytes::from_static_str(
@@ -47,23 +70,24 @@ fn answer(ctx: &Ctx, key_type: i8) -> (i16, Option<StrBytes>, i32, StrBytes, i32
 }
 
 pub fn handle(ctx: &Ctx, req: FindCoordinatorRequest) -> Result<BytesMut, Error> {
-    let (err, message, node, host, port) = answer(ctx, req.key_type);
     let resp = if ctx.version >= 4 {
         FindCoordinatorResponse::default().with_coordinators(
             req.coordinator_keys
                 .into_iter()
                 .map(|key| {
+                    let (err, message, node, host, port) = answer(ctx, req.key_type, &key);
                     Coordinator::default()
                         .with_key(StrBytes::from_string(key.to_string()))
                         .with_node_id(BrokerId(node))
                         .with_host(host.clone())
                         .with_port(port)
                         .with_error_code(err)
-                        .with_error_message(message.clone())
+                        .with_error_message(message)
                 })
                 .collect(),
         )
     } else {
+        let (err, message, node, host, port) = answer(ctx, req.key_type, &req.key);
         FindCoordinatorResponse::default()
             .with_error_code(err)
             .with_error_message(if ctx.version >= 1 { message } else { None })

@@ -1,13 +1,12 @@
 //! IncrementalAlterConfigs (key 44), v0-1: SET, DELETE, APPEND and SUBTRACT
 //! on single topic configs.
 
-use bytes::BytesMut;
 use kafka_protocol::error::ResponseError;
 use kafka_protocol::messages::incremental_alter_configs_response::AlterConfigsResourceResponse;
 use kafka_protocol::messages::{IncrementalAlterConfigsRequest, IncrementalAlterConfigsResponse};
 use kafka_protocol::protocol::StrBytes;
 
-use super::{code, Ctx, Error, NONE};
+use super::{code, Ctx, Error, Reply, NONE};
 
 const SET: i8 = 0;
 const DELETE: i8 = 1;
@@ -17,17 +16,16 @@ const SUBTRACT: i8 = 3;
 /// Configs whose value is a comma-separated list (APPEND/SUBTRACT apply).
 const LIST_CONFIGS: &[&str] = &["cleanup.policy"];
 
-pub fn handle(ctx: &Ctx, req: IncrementalAlterConfigsRequest) -> Result<BytesMut, Error> {
-    let responses = req
-        .resources
-        .into_iter()
-        .map(|res| {
+pub fn handle(ctx: Ctx, req: IncrementalAlterConfigsRequest) -> Result<Reply, Error> {
+    Ok(Reply::Later(Box::pin(async move {
+        let mut responses = Vec::new();
+        for res in req.resources {
             let r = AlterConfigsResourceResponse::default()
                 .with_resource_type(res.resource_type)
                 .with_resource_name(res.resource_name.clone());
             let ops = res.configs;
             let result = super::set_topic_overrides(
-                ctx,
+                &ctx,
                 res.resource_type,
                 &res.resource_name,
                 |current| {
@@ -75,14 +73,18 @@ pub fn handle(ctx: &Ctx, req: IncrementalAlterConfigsRequest) -> Result<BytesMut
                     Ok(next)
                 },
                 req.validate_only,
-            );
-            match result {
+            )
+            .await;
+            responses.push(match result {
                 Ok(()) => r.with_error_code(NONE),
                 Err((err, msg)) => r
                     .with_error_code(code(err))
                     .with_error_message(Some(StrBytes::from_string(msg))),
-            }
-        })
-        .collect();
-    ctx.respond(&IncrementalAlterConfigsResponse::default().with_responses(responses))
+            });
+        }
+        super::respond_or_log(
+            &ctx,
+            &IncrementalAlterConfigsResponse::default().with_responses(responses),
+        )
+    })))
 }

@@ -17,7 +17,6 @@ const MAX_TIMESTAMP: i64 = -3;
 pub fn handle(ctx: &Ctx, req: ListOffsetsRequest) -> Result<BytesMut, Error> {
     let mut topics = Vec::with_capacity(req.topics.len());
     for t in req.topics {
-        let topic = ctx.broker.topics.get(&t.name.0);
         let partitions = t
             .partitions
             .into_iter()
@@ -27,10 +26,16 @@ pub fn handle(ctx: &Ctx, req: ListOffsetsRequest) -> Result<BytesMut, Error> {
                     .with_timestamp(-1)
                     .with_offset(-1)
                     .with_leader_epoch(-1);
-                let Some(partition) = topic.as_ref().and_then(|t| t.partition(p.partition_index))
-                else {
-                    return r.with_error_code(code(ResponseError::UnknownTopicOrPartition));
+                let partition = match super::leader_replica(
+                    ctx,
+                    &t.name.0,
+                    p.partition_index,
+                    p.current_leader_epoch,
+                ) {
+                    Ok(p) => p,
+                    Err(e) => return r.with_error_code(code(e)),
                 };
+                let epoch = partition.leader_epoch();
                 let found = match p.timestamp {
                     LATEST => Ok(Some((partition.high_watermark(), -1))),
                     EARLIEST => Ok(Some((partition.log_start_offset(), -1))),
@@ -47,7 +52,7 @@ pub fn handle(ctx: &Ctx, req: ListOffsetsRequest) -> Result<BytesMut, Error> {
                         .with_error_code(NONE)
                         .with_offset(offset)
                         .with_timestamp(timestamp)
-                        .with_leader_epoch(if ctx.version >= 4 { 0 } else { -1 }),
+                        .with_leader_epoch(if ctx.version >= 4 { epoch } else { -1 }),
                     // No record at or after the timestamp: Kafka answers -1.
                     Ok(None) => r.with_error_code(NONE),
                     Err(e) => r.with_error_code(log_error(&e)),

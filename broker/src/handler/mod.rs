@@ -12,8 +12,11 @@ use kafka_protocol::messages::{ApiKey, RequestHeader, ResponseHeader};
 use kafka_protocol::protocol::{Decodable, Encodable, HeaderVersion};
 
 use crate::broker::Broker;
+use crate::cluster::messages::{ControllerError, ControllerRequest, ControllerResponse};
+use crate::partition::Partition;
 
 mod alter_configs;
+mod alter_partition_reassignments;
 mod api_versions;
 mod create_partitions;
 mod create_topics;
@@ -24,6 +27,7 @@ mod describe_client_quotas;
 mod describe_cluster;
 mod describe_configs;
 mod describe_groups;
+mod elect_leaders;
 mod fetch;
 mod find_coordinator;
 mod heartbeat;
@@ -32,10 +36,12 @@ mod join_group;
 mod leave_group;
 mod list_groups;
 mod list_offsets;
+mod list_partition_reassignments;
 mod metadata;
 mod offset_commit;
 mod offset_delete;
 mod offset_fetch;
+mod offset_for_leader_epoch;
 mod produce;
 mod sync_group;
 
@@ -66,6 +72,10 @@ pub const SUPPORTED: &[(ApiKey, i16, i16)] = &[
     (ApiKey::ListGroups, 0, 5),
     (ApiKey::DeleteGroups, 0, 2),
     (ApiKey::OffsetDelete, 0, 0),
+    (ApiKey::OffsetForLeaderEpoch, 2, 4),
+    (ApiKey::ElectLeaders, 0, 2),
+    (ApiKey::AlterPartitionReassignments, 0, 0),
+    (ApiKey::ListPartitionReassignments, 0, 0),
 ];
 
 /// Why a request could not be handled; the connection is closed.
@@ -113,6 +123,15 @@ impl Ctx {
     pub fn respond<R: Encodable + HeaderVersion>(&self, body: &R) -> Result<BytesMut, Error> {
         encode_frame(self.correlation_id, self.version, body)
     }
+}
+
+/// Encodes a deferred response; an encoding failure is logged and the
+/// connection gets an empty frame (which closes it).
+pub fn respond_or_log<R: Encodable + HeaderVersion>(ctx: &Ctx, body: &R) -> BytesMut {
+    ctx.respond(body).unwrap_or_else(|e| {
+        tracing::error!(error = %e, "cannot encode response");
+        BytesMut::new()
+    })
 }
 
 /// Encodes a length-prefixed response frame.
@@ -206,33 +225,23 @@ pub async fn dispatch(
     let body = &mut frame;
     let reply = match key {
         ApiKey::ApiVersions => Reply::Now(api_versions::handle(&ctx, decode(key, version, body)?)?),
-        ApiKey::Metadata => Reply::Now(metadata::handle(&ctx, decode(key, version, body)?)?),
+        ApiKey::Metadata => metadata::handle(ctx, decode(key, version, body)?)?,
         ApiKey::Produce => produce::handle(ctx, decode(key, version, body)?)?,
         ApiKey::Fetch => fetch::handle(ctx, decode(key, version, body)?)?,
         ApiKey::ListOffsets => Reply::Now(list_offsets::handle(&ctx, decode(key, version, body)?)?),
-        ApiKey::CreateTopics => {
-            Reply::Now(create_topics::handle(&ctx, decode(key, version, body)?)?)
-        }
-        ApiKey::DeleteTopics => {
-            Reply::Now(delete_topics::handle(&ctx, decode(key, version, body)?)?)
-        }
-        ApiKey::CreatePartitions => Reply::Now(create_partitions::handle(
-            &ctx,
-            decode(key, version, body)?,
-        )?),
+        ApiKey::CreateTopics => create_topics::handle(ctx, decode(key, version, body)?)?,
+        ApiKey::DeleteTopics => delete_topics::handle(ctx, decode(key, version, body)?)?,
+        ApiKey::CreatePartitions => create_partitions::handle(ctx, decode(key, version, body)?)?,
         ApiKey::DeleteRecords => {
             Reply::Now(delete_records::handle(&ctx, decode(key, version, body)?)?)
         }
         ApiKey::DescribeConfigs => {
             Reply::Now(describe_configs::handle(&ctx, decode(key, version, body)?)?)
         }
-        ApiKey::AlterConfigs => {
-            Reply::Now(alter_configs::handle(&ctx, decode(key, version, body)?)?)
+        ApiKey::AlterConfigs => alter_configs::handle(ctx, decode(key, version, body)?)?,
+        ApiKey::IncrementalAlterConfigs => {
+            incremental_alter_configs::handle(ctx, decode(key, version, body)?)?
         }
-        ApiKey::IncrementalAlterConfigs => Reply::Now(incremental_alter_configs::handle(
-            &ctx,
-            decode(key, version, body)?,
-        )?),
         ApiKey::DescribeCluster => {
             Reply::Now(describe_cluster::handle(&ctx, decode(key, version, body)?)?)
         }
@@ -255,6 +264,18 @@ pub async fn dispatch(
         }
         ApiKey::DeleteGroups => delete_groups::handle(ctx, decode(key, version, body)?)?,
         ApiKey::OffsetDelete => offset_delete::handle(ctx, decode(key, version, body)?)?,
+        ApiKey::OffsetForLeaderEpoch => Reply::Now(offset_for_leader_epoch::handle(
+            &ctx,
+            decode(key, version, body)?,
+        )?),
+        ApiKey::ElectLeaders => elect_leaders::handle(ctx, decode(key, version, body)?)?,
+        ApiKey::AlterPartitionReassignments => {
+            alter_partition_reassignments::handle(ctx, decode(key, version, body)?)?
+        }
+        ApiKey::ListPartitionReassignments => Reply::Now(list_partition_reassignments::handle(
+            &ctx,
+            decode(key, version, body)?,
+        )?),
         _ => Reply::Now(unsupported(correlation_id)),
     };
     Ok(reply)
@@ -278,17 +299,92 @@ pub fn code(e: ResponseError) -> i16 {
     e.code()
 }
 
-/// Maps topic registry errors to Kafka error codes and messages.
-pub fn topic_error(e: &crate::topics::Error) -> i16 {
-    use crate::topics::Error as E;
-    code(match e {
-        E::AlreadyExists(_) => ResponseError::TopicAlreadyExists,
-        E::Collides { .. } | E::InvalidName { .. } => ResponseError::InvalidTopicException,
-        E::UnknownTopic(_) => ResponseError::UnknownTopicOrPartition,
-        E::InvalidPartitions { .. } => ResponseError::InvalidPartitions,
-        E::Config(_) => ResponseError::InvalidConfig,
-        E::Log(_) | E::Io { .. } | E::BadMetadata { .. } => ResponseError::KafkaStorageError,
-    })
+/// Maps controller errors to Kafka error codes.
+pub fn controller_error(e: &ControllerError) -> ResponseError {
+    use ControllerError as E;
+    match e {
+        E::NotController | E::NoController(_) | E::Quorum(_) => ResponseError::RequestTimedOut,
+        E::TopicExists(_) => ResponseError::TopicAlreadyExists,
+        E::UnknownTopic(_) | E::UnknownPartition(..) => ResponseError::UnknownTopicOrPartition,
+        E::InvalidTopic(_) => ResponseError::InvalidTopicException,
+        E::InvalidPartitions(_) => ResponseError::InvalidPartitions,
+        E::InvalidReplicationFactor(_) => ResponseError::InvalidReplicationFactor,
+        E::InvalidReplicaAssignment(_) => ResponseError::InvalidReplicaAssignment,
+        E::InvalidConfig(_) => ResponseError::InvalidConfig,
+        E::PolicyViolation(_) => ResponseError::PolicyViolation,
+        E::UnknownBroker(_) => ResponseError::BrokerNotAvailable,
+        E::StaleEpoch(_) => ResponseError::FencedLeaderEpoch,
+        E::NotLeader(_) => ResponseError::NotLeaderOrFollower,
+        E::ElectionNotNeeded => ResponseError::ElectionNotNeeded,
+        E::EligibleLeadersNotAvailable(_) => ResponseError::EligibleLeadersNotAvailable,
+        E::PreferredLeaderNotAvailable(_) => ResponseError::PreferredLeaderNotAvailable,
+        E::NoReassignmentInProgress => ResponseError::NoReassignmentInProgress,
+    }
+}
+
+/// Sends an admin request to the controller and waits until this broker's
+/// own image shows its outcome, so a client's next request here sees it.
+/// One outcome per item, or a whole-request failure.
+pub async fn controller_outcomes(
+    ctx: &Ctx,
+    req: ControllerRequest,
+    items: usize,
+) -> Vec<Result<(), ControllerError>> {
+    match ctx.broker.controller_call(req).await {
+        ControllerResponse::Outcomes {
+            outcomes,
+            applied_index,
+        } => {
+            ctx.broker
+                .wait_applied(applied_index, std::time::Duration::from_secs(10))
+                .await;
+            outcomes
+        }
+        ControllerResponse::Error(e) => vec![Err(e); items],
+        other => vec![
+            Err(ControllerError::Quorum(format!(
+                "unexpected answer {other:?}"
+            )));
+            items
+        ],
+    }
+}
+
+/// The local leader replica of `topic`-`index` for a client request, or the
+/// error telling the client where to go: UNKNOWN_TOPIC_OR_PARTITION when
+/// the cluster has no such partition, NOT_LEADER_OR_FOLLOWER when another
+/// broker leads it, FENCED_LEADER_EPOCH / UNKNOWN_LEADER_EPOCH when the
+/// client's `current_leader_epoch` (-1: not given) is older / newer.
+pub fn leader_replica(
+    ctx: &Ctx,
+    topic: &str,
+    index: i32,
+    current_leader_epoch: i32,
+) -> Result<Arc<Partition>, ResponseError> {
+    let local = ctx.broker.topics.partition(topic, index);
+    let Some(p) = local.filter(|p| p.is_leader()) else {
+        return Err(if ctx.broker.image().partition(topic, index).is_some() {
+            ResponseError::NotLeaderOrFollower
+        } else {
+            ResponseError::UnknownTopicOrPartition
+        });
+    };
+    check_epoch(&p, current_leader_epoch)?;
+    Ok(p)
+}
+
+/// Compares a request's `current_leader_epoch` with the replica's.
+pub fn check_epoch(p: &Partition, current_leader_epoch: i32) -> Result<(), ResponseError> {
+    if current_leader_epoch >= 0 {
+        let epoch = p.leader_epoch();
+        if current_leader_epoch < epoch {
+            return Err(ResponseError::FencedLeaderEpoch);
+        }
+        if current_leader_epoch > epoch {
+            return Err(ResponseError::UnknownLeaderEpoch);
+        }
+    }
+    Ok(())
 }
 
 /// Maps group coordinator errors to Kafka error codes.
@@ -308,6 +404,8 @@ pub fn group_error(e: &crate::coordinator::GroupError) -> i16 {
         E::GroupSubscribedToTopic => ResponseError::GroupSubscribedToTopic,
         E::OffsetMetadataTooLarge => ResponseError::OffsetMetadataTooLarge,
         E::CoordinatorNotAvailable | E::Storage(_) => ResponseError::CoordinatorNotAvailable,
+        E::NotCoordinator => ResponseError::NotCoordinator,
+        E::CoordinatorLoadInProgress => ResponseError::CoordinatorLoadInProgress,
     })
 }
 
@@ -324,8 +422,8 @@ pub fn log_error(e: &crate::commitlog::Error) -> i16 {
 
 /// The read-modify-write of a topic's config overrides shared by AlterConfigs
 /// and IncrementalAlterConfigs. `change` maps the current overrides to the
-/// new ones.
-pub fn set_topic_overrides(
+/// new ones; the controller validates and applies them.
+pub async fn set_topic_overrides(
     ctx: &Ctx,
     resource_type: i8,
     name: &str,
@@ -350,19 +448,26 @@ pub fn set_topic_overrides(
             ))
         }
     }
-    let topic = ctx.broker.topics.get(name).ok_or_else(|| {
-        (
-            ResponseError::UnknownTopicOrPartition,
-            format!("unknown topic '{name}'"),
-        )
-    })?;
-    let next = change(&topic.overrides())?;
-    ctx.broker
-        .topics
-        .set_overrides(name, next, validate_only)
-        .map_err(|e| {
-            let err = ResponseError::try_from_code(topic_error(&e))
-                .unwrap_or(ResponseError::KafkaStorageError);
-            (err, e.to_string())
-        })
+    let current = ctx
+        .broker
+        .image()
+        .topic(name)
+        .map(|t| t.configs.clone())
+        .ok_or_else(|| {
+            (
+                ResponseError::UnknownTopicOrPartition,
+                format!("unknown topic '{name}'"),
+            )
+        })?;
+    let next = change(&current)?;
+    let req = ControllerRequest::SetTopicConfigs {
+        topic: name.to_string(),
+        configs: next,
+        validate_only,
+    };
+    match controller_outcomes(ctx, req, 1).await.pop() {
+        Some(Ok(())) => Ok(()),
+        Some(Err(e)) => Err((controller_error(&e), e.to_string())),
+        None => Err((ResponseError::UnknownServerError, "no answer".into())),
+    }
 }

@@ -25,7 +25,8 @@ pub fn handle(ctx: Ctx, req: OffsetCommitRequest) -> Result<Reply, Error> {
     let mut slots = Vec::new();
     for (ti, t) in req.topics.iter().enumerate() {
         let name = t.name.0.to_string();
-        let topic = ctx.broker.topics.get(&name);
+        let image = ctx.broker.image();
+        let topic = image.topic(&name);
         let mut parts = Vec::with_capacity(t.partitions.len());
         for (pi, p) in t.partitions.iter().enumerate() {
             let r =

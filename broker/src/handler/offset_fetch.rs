@@ -28,10 +28,14 @@ pub fn handle(ctx: &Ctx, req: OffsetFetchRequest) -> Result<BytesMut, Error> {
                         .map(|t| (t.name.0.to_string(), t.partition_indexes.clone()))
                         .collect()
                 });
-                let fetched: Fetched = groups.fetch_offsets(&g.group_id.0, topics);
+                let (fetched, err): (Fetched, i16) =
+                    match groups.fetch_offsets(&g.group_id.0, topics) {
+                        Ok(f) => (f, NONE),
+                        Err(e) => (Vec::new(), super::group_error(&e)),
+                    };
                 OffsetFetchResponseGroup::default()
                     .with_group_id(GroupId(s(g.group_id.0.to_string())))
-                    .with_error_code(NONE)
+                    .with_error_code(err)
                     .with_topics(
                         fetched
                             .into_iter()
@@ -64,7 +68,10 @@ pub fn handle(ctx: &Ctx, req: OffsetFetchRequest) -> Result<BytesMut, Error> {
             .map(|t| (t.name.0.to_string(), t.partition_indexes.clone()))
             .collect()
     });
-    let fetched: Fetched = groups.fetch_offsets(&req.group_id.0, topics);
+    let (fetched, err): (Fetched, i16) = match groups.fetch_offsets(&req.group_id.0, topics) {
+        Ok(f) => (f, NONE),
+        Err(e) => (Vec::new(), super::group_error(&e)),
+    };
     let topics = fetched
         .into_iter()
         .map(|(t, parts)| {
@@ -86,7 +93,11 @@ pub fn handle(ctx: &Ctx, req: OffsetFetchRequest) -> Result<BytesMut, Error> {
                 )
         })
         .collect();
-    ctx.respond(&OffsetFetchResponse::default().with_topics(topics))
+    ctx.respond(
+        &OffsetFetchResponse::default()
+            .with_topics(topics)
+            .with_error_code(if ctx.version >= 2 { err } else { NONE }),
+    )
 }
 
 fn split(c: Option<Committed>) -> (i64, i32, String) {

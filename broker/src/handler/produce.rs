@@ -1,57 +1,55 @@
-//! Produce (key 0), v3-9. Appends happen before the next request on the
-//! connection is read; only the wait for fsync (acks=all) is deferred.
+//! Produce (key 0), v3-9. Only a partition's leader appends. Appends happen
+//! before the next request on the connection is read; only the wait for
+//! acks=all (replication to the ISR, and fsync under the default durability
+//! policy) is deferred.
 
 use std::sync::Arc;
+use std::time::Duration;
 
 use kafka_protocol::error::ResponseError;
 use kafka_protocol::messages::produce_response::{PartitionProduceResponse, TopicProduceResponse};
 use kafka_protocol::messages::{ProduceRequest, ProduceResponse, TopicName};
 use kafka_protocol::protocol::StrBytes;
 
-use super::{code, log_error, topic_error, Ctx, Error, Reply, NONE};
+use super::{code, log_error, Ctx, Error, Reply, NONE};
 use crate::broker::now_ms;
 use crate::commitlog::batch;
 use crate::config::TimestampType;
-use crate::partition::Partition;
+use crate::partition::{AppendError, Partition};
 
 pub fn handle(ctx: Ctx, req: ProduceRequest) -> Result<Reply, Error> {
     let acks = req.acks;
     let now = now_ms();
-    let mut to_flush: Vec<(usize, usize, Arc<Partition>)> = Vec::new();
+    // (topic slot, partition slot, replica, end offset, leader epoch, min ISR)
+    let mut appended: Vec<(usize, usize, Arc<Partition>, i64, i32, i32)> = Vec::new();
+    let mut to_create = Vec::new();
     let mut responses = Vec::with_capacity(req.topic_data.len());
     for (ti, td) in req.topic_data.into_iter().enumerate() {
         let name = td.name.0.to_string();
-        let topic = if matches!(acks, -1..=1) {
-            ctx.broker.topic(&name, true)
-        } else {
-            Ok(None)
-        };
+        let topic = ctx.broker.topics.get(&name);
+        let known = topic.is_some() || ctx.broker.image().topic(&name).is_some();
+        if !known && !to_create.contains(&name) && crate::topics::validate_name(&name).is_ok() {
+            to_create.push(name.clone());
+        }
         let mut parts = Vec::with_capacity(td.partition_data.len());
         for (pi, pd) in td.partition_data.into_iter().enumerate() {
-            let mut r = PartitionProduceResponse::default()
+            let r = PartitionProduceResponse::default()
                 .with_index(pd.index)
                 .with_base_offset(-1)
                 .with_log_append_time_ms(-1)
                 .with_log_start_offset(-1);
-            let partition = match &topic {
-                _ if !matches!(acks, -1..=1) => {
-                    parts.push(r.with_error_code(code(ResponseError::InvalidRequiredAcks)));
-                    continue;
-                }
-                Ok(Some(t)) => t.partition(pd.index).map(|p| (t.config(), p)),
-                Ok(None) => None,
-                Err(e) => {
-                    parts.push(
-                        r.with_error_code(topic_error(e))
-                            .with_error_message(Some(StrBytes::from_string(e.to_string()))),
-                    );
-                    continue;
-                }
-            };
-            let Some((config, partition)) = partition else {
-                parts.push(r.with_error_code(code(ResponseError::UnknownTopicOrPartition)));
+            if !matches!(acks, -1..=1) {
+                parts.push(r.with_error_code(code(ResponseError::InvalidRequiredAcks)));
                 continue;
+            }
+            let partition = match super::leader_replica(&ctx, &name, pd.index, -1) {
+                Ok(p) => p,
+                Err(e) => {
+                    parts.push(r.with_error_code(code(e)));
+                    continue;
+                }
             };
+            let config = topic.as_ref().map(|t| t.config()).unwrap_or_default();
             let records = pd.records.unwrap_or_default();
             if records.len() > usize::try_from(config.max_message_bytes).unwrap_or(0) {
                 parts.push(
@@ -80,9 +78,10 @@ pub fn handle(ctx: Ctx, req: ProduceRequest) -> Result<Reply, Error> {
                 continue;
             }
             let log_append_time = config.message_timestamp_type == TimestampType::LogAppendTime;
-            match partition.append(&records, now, log_append_time) {
-                Ok(info) => {
-                    r = r
+            let min_insync = config.min_insync_replicas;
+            match partition.append_as_leader(&records, now, log_append_time, acks, min_insync) {
+                Ok((info, epoch)) => {
+                    let r = r
                         .with_error_code(NONE)
                         .with_base_offset(info.base_offset)
                         .with_log_append_time_ms(if log_append_time {
@@ -91,26 +90,34 @@ pub fn handle(ctx: Ctx, req: ProduceRequest) -> Result<Reply, Error> {
                             -1
                         })
                         .with_log_start_offset(partition.log_start_offset());
-                    let flush_now = if acks == -1 && ctx.broker.config.flush_acks_all {
-                        true
-                    } else {
-                        partition.with_log(|log| {
-                            i64::try_from(log.unflushed_messages()).unwrap_or(i64::MAX)
-                                >= config.flush_messages
-                        })
-                    };
-                    if flush_now {
-                        to_flush.push((ti, pi, partition.clone()));
+                    let flush_by_count = partition.with_log(|log| {
+                        i64::try_from(log.unflushed_messages()).unwrap_or(i64::MAX)
+                            >= config.flush_messages
+                    });
+                    let flush_acked = acks == -1 && ctx.broker.config.flush_acks_all;
+                    if flush_by_count && !flush_acked {
+                        ctx.broker.flusher.flush_in_background(partition.clone());
                     }
+                    if acks == -1 {
+                        appended.push((
+                            ti,
+                            pi,
+                            partition.clone(),
+                            info.last_offset + 1,
+                            epoch,
+                            min_insync,
+                        ));
+                    }
+                    parts.push(r);
                 }
                 Err(e) => {
                     tracing::debug!(topic = %name, partition = pd.index, error = %e, "produce refused");
-                    r = r
-                        .with_error_code(log_error(&e))
-                        .with_error_message(Some(StrBytes::from_string(e.to_string())));
+                    parts.push(
+                        r.with_error_code(append_error(&e))
+                            .with_error_message(Some(StrBytes::from_string(e.to_string()))),
+                    );
                 }
             }
-            parts.push(r);
         }
         responses.push(
             TopicProduceResponse::default()
@@ -119,48 +126,77 @@ pub fn handle(ctx: Ctx, req: ProduceRequest) -> Result<Reply, Error> {
                 .with_partition_responses(parts),
         );
     }
+    if !to_create.is_empty() && ctx.broker.config.auto_create_topics_enable {
+        let b = ctx.broker.clone();
+        tokio::spawn(async move { b.auto_create(to_create).await });
+    }
     if acks == 0 {
-        for (_, _, p) in to_flush {
-            ctx.broker.flusher.flush_in_background(p);
-        }
         return Ok(Reply::Nothing);
     }
-    let wait_for_flush = acks == -1 && ctx.broker.config.flush_acks_all;
-    if to_flush.is_empty() || !wait_for_flush {
-        for (_, _, p) in to_flush {
-            ctx.broker.flusher.flush_in_background(p);
-        }
+    if appended.is_empty() {
         return Ok(Reply::Now(
             ctx.respond(&ProduceResponse::default().with_responses(responses))?,
         ));
     }
     // Queued now, not when the writer reaches this response, so pipelined
     // requests on one connection share a group commit.
-    let flushes: Vec<_> = to_flush
+    let flush = ctx.broker.config.flush_acks_all;
+    let timeout = Duration::from_millis(u64::try_from(req.timeout_ms.max(1)).unwrap_or(30_000));
+    let waits: Vec<_> = appended
         .into_iter()
-        .map(|(ti, pi, p)| (ti, pi, ctx.broker.flusher.flush(p)))
+        .map(|(ti, pi, p, end, epoch, min_insync)| {
+            let flushed = flush.then(|| ctx.broker.flusher.flush(p.clone()));
+            let replicated = p.wait_replicated(end, epoch, timeout);
+            (ti, pi, p, flushed, replicated, min_insync)
+        })
         .collect();
     Ok(Reply::Later(Box::pin(async move {
-        let mut results = Vec::with_capacity(flushes.len());
-        for (ti, pi, wait) in flushes {
-            results.push((ti, pi, wait.await));
-        }
-        for (ti, pi, result) in results {
-            if let Err(e) = result {
+        for (ti, pi, p, flushed, replicated, min_insync) in waits {
+            let mut failure: Option<(i16, String)> = None;
+            if let Some(f) = flushed {
+                if let Err(e) = f.await {
+                    failure = Some((code(ResponseError::KafkaStorageError), e.to_string()));
+                }
+            }
+            if failure.is_none() {
+                match replicated.await {
+                    Ok(()) => {
+                        let isr = p.isr_len();
+                        if (isr as i64) < i64::from(min_insync) {
+                            let e = AppendError::NotEnoughReplicasAfterAppend {
+                                isr,
+                                min: min_insync,
+                            };
+                            failure = Some((append_error(&e), e.to_string()));
+                        }
+                    }
+                    Err(e) => failure = Some((append_error(&e), e.to_string())),
+                }
+            }
+            if let Some((err, msg)) = failure {
                 if let Some(r) = responses
                     .get_mut(ti)
                     .and_then(|t| t.partition_responses.get_mut(pi))
                 {
-                    r.error_code = code(ResponseError::KafkaStorageError);
-                    r.error_message = Some(StrBytes::from_string(e.to_string()));
+                    r.error_code = err;
+                    r.error_message = Some(StrBytes::from_string(msg));
                     r.base_offset = -1;
                 }
             }
         }
-        let resp = ProduceResponse::default().with_responses(responses);
-        ctx.respond(&resp).unwrap_or_else(|e| {
-            tracing::error!(error = %e, "cannot encode produce response");
-            bytes::BytesMut::new()
-        })
+        super::respond_or_log(&ctx, &ProduceResponse::default().with_responses(responses))
     })))
+}
+
+/// Kafka's code for a failed leader append.
+fn append_error(e: &AppendError) -> i16 {
+    match e {
+        AppendError::NotLeader => code(ResponseError::NotLeaderOrFollower),
+        AppendError::NotEnoughReplicas { .. } => code(ResponseError::NotEnoughReplicas),
+        AppendError::NotEnoughReplicasAfterAppend { .. } => {
+            code(ResponseError::NotEnoughReplicasAfterAppend)
+        }
+        AppendError::Timeout(_) => code(ResponseError::RequestTimedOut),
+        AppendError::Log(e) => log_error(e),
+    }
 }

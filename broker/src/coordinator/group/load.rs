@@ -1,47 +1,49 @@
-//! Start-up: replays every partition of `__consumer_offsets` into groups.
+//! Taking over a partition of `__consumer_offsets`: replays it into groups.
 //! Later records win; a tombstone deletes its key. A group with members is
 //! restored Stable (its members' sessions restart now, so a consumer that
 //! keeps heartbeating keeps its partitions); one without is Empty.
+//!
+//! The whole log is read, up to its end rather than the high watermark, as
+//! Kafka does: this broker leads the partition, so what it holds is what the
+//! followers will converge to, and the coordinator's own writes go after it.
 
 use std::collections::HashMap;
-use std::sync::Arc;
 
 use tokio::time::Instant;
 
 use super::state::{ms, Committed, Group, Member, State};
 use super::store::{self, Key, Value};
 use crate::commitlog::batch;
-use crate::partition::Partition;
+use crate::partition::{Bound, Partition};
 
 const READ_BYTES: usize = 1 << 20;
 
-pub(super) fn load(partitions: &[Arc<Partition>]) -> Vec<Group> {
+/// Blocking: reads the whole of `p` (one partition of `__consumer_offsets`).
+pub(super) fn load(p: &Partition) -> Vec<Group> {
     let mut groups: HashMap<String, Group> = HashMap::new();
-    for p in partitions {
-        let mut offset = p.log_start_offset();
-        loop {
-            let read = match p.read(offset, READ_BYTES) {
-                Ok(r) => r,
-                Err(e) => {
-                    tracing::error!(partition = %p.dir().display(), offset, error = %e, "cannot read __consumer_offsets; groups in it are lost until restart");
-                    break;
-                }
-            };
-            let mut next = offset;
-            for h in batch::headers(&read.records) {
-                match h {
-                    Ok((_, h)) => next = next.max(h.next_offset()),
-                    Err(_) => break,
-                }
-            }
-            if next <= offset {
+    let mut offset = p.log_start_offset();
+    loop {
+        let read = match p.read(offset, READ_BYTES, Bound::LogEnd) {
+            Ok(r) => r,
+            Err(e) => {
+                tracing::error!(partition = %p.dir().display(), offset, error = %e, "cannot read __consumer_offsets; groups in it are lost until it is loaded again");
                 break;
             }
-            for (key, value) in store::records(&read.records) {
-                apply(&mut groups, &key, value.as_deref());
+        };
+        let mut next = offset;
+        for h in batch::headers(&read.records) {
+            match h {
+                Ok((_, h)) => next = next.max(h.next_offset()),
+                Err(_) => break,
             }
-            offset = next;
         }
+        if next <= offset {
+            break;
+        }
+        for (key, value) in store::records(&read.records) {
+            apply(&mut groups, &key, value.as_deref());
+        }
+        offset = next;
     }
     groups
         .into_values()

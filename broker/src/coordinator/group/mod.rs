@@ -3,6 +3,14 @@
 //! CompletingRebalance, Stable, Dead), committed offsets, and their storage
 //! in `__consumer_offsets`.
 //!
+//! The coordinator follows leadership of `__consumer_offsets`: it owns the
+//! groups of the partitions this broker leads. [`GroupCoordinator::elect`]
+//! loads a partition (see `load.rs`) and [`GroupCoordinator::resign`] drops
+//! its groups; a group whose partition is not owned gets NOT_COORDINATOR, one
+//! whose partition is still loading COORDINATOR_LOAD_IN_PROGRESS. A write is
+//! durable once fsynced here and replicated to the ISR in the leader epoch
+//! it was written in.
+//!
 //! All groups sit behind one mutex; nothing inside it blocks except one
 //! append to a `__consumer_offsets` partition, which keeps the log's order
 //! equal to the order in which the state changed. Waiting JoinGroup and
@@ -20,11 +28,13 @@ use std::future::Future;
 use std::pin::Pin;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
+use std::time::Duration;
 
 use bytes::Bytes;
 use parking_lot::Mutex;
-use tokio::sync::oneshot;
+use tokio::sync::{oneshot, watch};
 use tokio::time::Instant;
+use tokio_util::sync::CancellationToken;
 
 use state::{ms, Group, Member};
 pub use state::{Committed, GroupError, JoinResult, State, SyncResult};
@@ -32,7 +42,7 @@ use store::{Key, OffsetValue};
 
 use crate::broker::now_ms;
 use crate::flusher::Flusher;
-use crate::partition::Partition;
+use crate::partition::{AppendError, Partition};
 
 /// The internal topic holding committed offsets and group metadata.
 pub const OFFSETS_TOPIC: &str = "__consumer_offsets";
@@ -96,14 +106,43 @@ pub struct GroupDescription {
     pub members: Vec<MemberDescription>,
 }
 
+/// A partition of `__consumer_offsets` this broker leads.
+struct Owned {
+    partition: Arc<Partition>,
+    leader_epoch: i32,
+    /// Its groups are in memory; until then their requests are refused.
+    loaded: bool,
+    /// Fired when the partition is given up: ends its load if still running
+    /// and the timers of its groups.
+    cancel: CancellationToken,
+}
+
+/// One append to `__consumer_offsets`: what its durability waits for.
+struct Written {
+    partition: Arc<Partition>,
+    end_offset: i64,
+    leader_epoch: i32,
+}
+
 struct Shared {
+    /// The groups of the owned, loaded partitions, and only those: a group is
+    /// created only after its partition was checked under this lock, and
+    /// giving a partition up removes its groups under it.
     groups: Mutex<HashMap<String, Group>>,
-    /// The partitions of `__consumer_offsets`, by index.
-    partitions: Vec<Arc<Partition>>,
+    /// The partitions this broker leads, by index. Changed only while
+    /// `groups` is locked (and always locked after it), so ownership cannot
+    /// change under whoever holds `groups`.
+    owned: Mutex<HashMap<i32, Owned>>,
+    /// Bumped whenever a load finishes or a partition is given up.
+    changes: watch::Sender<u64>,
+    num_partitions: i32,
     flusher: Flusher,
     initial_delay_ms: u64,
     retention_ms: i64,
+    min_insync: i32,
+    commit_timeout: Duration,
     timer_seq: AtomicU64,
+    runtime: tokio::runtime::Handle,
 }
 
 /// Handle to the group coordinator; clones share it.
@@ -116,79 +155,283 @@ fn new_member_id(prefix: &str) -> String {
     format!("{prefix}-{}", uuid::Uuid::new_v4())
 }
 
+/// Kafka maps the errors of a coordinator's own writes: a lost leadership is
+/// NOT_COORDINATOR (the client looks the coordinator up again), too small an
+/// ISR or a replication timeout COORDINATOR_NOT_AVAILABLE (it retries).
+fn write_error(e: AppendError) -> GroupError {
+    match e {
+        AppendError::NotLeader => GroupError::NotCoordinator,
+        AppendError::NotEnoughReplicas { .. }
+        | AppendError::NotEnoughReplicasAfterAppend { .. }
+        | AppendError::Timeout(_) => GroupError::CoordinatorNotAvailable,
+        AppendError::Log(e) => GroupError::Storage(e.to_string()),
+    }
+}
+
 impl GroupCoordinator {
-    /// Loads every group and committed offset from the partitions of
-    /// `__consumer_offsets` (in index order) and starts the session timers of
-    /// the members found there.
-    pub fn open(
-        partitions: Vec<Arc<Partition>>,
+    /// A coordinator for a `__consumer_offsets` of `num_partitions`
+    /// partitions that owns none of them yet (see [`GroupCoordinator::elect`]).
+    /// Its writes need `min_insync` replicas in the ISR and wait up to
+    /// `commit_timeout` for replication. Must run inside a tokio runtime.
+    pub fn new(
+        num_partitions: i32,
         flusher: Flusher,
         initial_rebalance_delay_ms: u64,
         offsets_retention_minutes: i64,
+        min_insync: i32,
+        commit_timeout: Duration,
     ) -> GroupCoordinator {
-        let groups = load::load(&partitions);
-        let coordinator = GroupCoordinator {
+        let (changes, _) = watch::channel(0);
+        GroupCoordinator {
             shared: Arc::new(Shared {
                 groups: Mutex::new(HashMap::new()),
-                partitions,
+                owned: Mutex::new(HashMap::new()),
+                changes,
+                num_partitions: num_partitions.max(1),
                 flusher,
                 initial_delay_ms: initial_rebalance_delay_ms,
                 retention_ms: offsets_retention_minutes.saturating_mul(60_000),
+                min_insync,
+                commit_timeout,
                 timer_seq: AtomicU64::new(1),
+                runtime: tokio::runtime::Handle::current(),
             }),
-        };
-        let mut map = HashMap::new();
-        for mut g in groups {
-            for m in g.members.values_mut() {
-                m.timer = coordinator.next_timer();
-                coordinator.start_session_timer(&g.id, &m.id, m.timer, m.deadline);
-            }
-            map.insert(g.id.clone(), g);
         }
-        tracing::info!(groups = map.len(), "loaded consumer groups");
-        *coordinator.shared.groups.lock() = map;
-        coordinator
     }
 
     /// The partition of `__consumer_offsets` that holds `group_id`.
     pub fn partition_for(&self, group_id: &str) -> i32 {
-        store::partition_for(
-            group_id,
-            i32::try_from(self.shared.partitions.len()).unwrap_or(1),
-        )
+        store::partition_for(group_id, self.shared.num_partitions)
     }
 
-    /// Appends records for `group_id` to its partition of `__consumer_offsets`.
+    /// This broker became leader of `__consumer_offsets`-`index` in
+    /// `leader_epoch`: its groups are loaded on a blocking thread, and served
+    /// once loaded. The same epoch again changes nothing; a newer one drops
+    /// what was loaded and loads again, since another leader may have
+    /// written in between.
+    pub fn elect(&self, index: i32, partition: Arc<Partition>, leader_epoch: i32) {
+        let mut groups = self.shared.groups.lock();
+        let mut owned = self.shared.owned.lock();
+        if owned
+            .get(&index)
+            .is_some_and(|o| o.leader_epoch >= leader_epoch)
+        {
+            return;
+        }
+        if let Some(old) = owned.remove(&index) {
+            self.unload(&mut groups, index, old);
+        }
+        let cancel = CancellationToken::new();
+        owned.insert(
+            index,
+            Owned {
+                partition: partition.clone(),
+                leader_epoch,
+                loaded: false,
+                cancel: cancel.clone(),
+            },
+        );
+        drop(owned);
+        drop(groups);
+        tracing::info!(
+            partition = index,
+            epoch = leader_epoch,
+            "loading consumer groups"
+        );
+        let weak = Arc::downgrade(&self.shared);
+        self.shared.runtime.spawn(async move {
+            let load = tokio::task::spawn_blocking(move || load::load(&partition));
+            let loaded = tokio::select! {
+                _ = cancel.cancelled() => return,
+                r = load => r,
+            };
+            let Some(shared) = weak.upgrade() else { return };
+            let c = GroupCoordinator { shared };
+            match loaded {
+                Ok(groups) => c.finish_load(index, &cancel, groups),
+                // The partition stays loading (its groups refused) rather
+                // than serving groups without their offsets.
+                Err(e) => {
+                    tracing::error!(partition = index, error = %e, "loading consumer groups failed")
+                }
+            }
+        });
+    }
+
+    /// Installs the groups loaded for `index`, unless the partition was
+    /// given up (or elected again) meanwhile.
+    fn finish_load(&self, index: i32, cancel: &CancellationToken, loaded: Vec<Group>) {
+        let mut groups = self.shared.groups.lock();
+        {
+            let mut owned = self.shared.owned.lock();
+            if cancel.is_cancelled() {
+                return;
+            }
+            let Some(o) = owned.get_mut(&index) else {
+                return;
+            };
+            o.loaded = true;
+        }
+        let count = loaded.len();
+        for mut g in loaded {
+            for m in g.members.values_mut() {
+                // Sessions start when the group becomes reachable again.
+                m.touch();
+                m.timer = self.next_timer();
+                self.start_session_timer(&g.id, &m.id, m.timer, m.deadline);
+            }
+            groups.insert(g.id.clone(), g);
+        }
+        drop(groups);
+        self.shared.changes.send_modify(|n| *n += 1);
+        tracing::info!(partition = index, groups = count, "loaded consumer groups");
+    }
+
+    /// This broker no longer leads `__consumer_offsets`-`index`: its groups
+    /// leave memory, their timers stop and waiting JoinGroup/SyncGroup
+    /// requests get NOT_COORDINATOR. A resign older than the epoch loaded is
+    /// stale and ignored.
+    pub fn resign(&self, index: i32, leader_epoch: i32) {
+        let mut groups = self.shared.groups.lock();
+        let mut owned = self.shared.owned.lock();
+        match owned.get(&index) {
+            None => return,
+            Some(o) if leader_epoch < o.leader_epoch => {
+                tracing::debug!(
+                    partition = index,
+                    epoch = leader_epoch,
+                    loaded = o.leader_epoch,
+                    "ignoring a stale resign"
+                );
+                return;
+            }
+            Some(_) => {}
+        }
+        if let Some(old) = owned.remove(&index) {
+            self.unload(&mut groups, index, old);
+        }
+        drop(owned);
+        drop(groups);
+        self.shared.changes.send_modify(|n| *n += 1);
+    }
+
+    /// Drops the groups of a partition given up (`old`, already removed from
+    /// the owned ones). Call with `groups` locked.
+    fn unload(&self, groups: &mut HashMap<String, Group>, index: i32, old: Owned) {
+        old.cancel.cancel();
+        let ids: Vec<String> = groups
+            .keys()
+            .filter(|id| self.partition_for(id) == index)
+            .cloned()
+            .collect();
+        for id in &ids {
+            let Some(g) = groups.remove(id) else { continue };
+            for m in g.members.into_values() {
+                if let Some(w) = m.join_waiter {
+                    let _ = w.send(JoinResult::error(GroupError::NotCoordinator, m.id));
+                }
+                if let Some(w) = m.sync_waiter {
+                    let _ = w.send(Err(GroupError::NotCoordinator));
+                }
+            }
+        }
+        tracing::info!(
+            partition = index,
+            epoch = old.leader_epoch,
+            groups = ids.len(),
+            "gave up consumer groups"
+        );
+    }
+
+    /// Waits until partition `index` is loaded: true once it is, false when
+    /// it is not (or no longer) owned.
+    pub async fn wait_loaded(&self, index: i32) -> bool {
+        let mut changes = self.shared.changes.subscribe();
+        loop {
+            match self.shared.owned.lock().get(&index) {
+                None => return false,
+                Some(o) if o.loaded => return true,
+                Some(_) => {}
+            }
+            if changes.changed().await.is_err() {
+                return false;
+            }
+        }
+    }
+
+    /// Whether this broker serves `group_id` now. Call with `groups` locked.
+    fn check_coordinator(&self, group_id: &str) -> Result<(), GroupError> {
+        match self.shared.owned.lock().get(&self.partition_for(group_id)) {
+            None => Err(GroupError::NotCoordinator),
+            Some(o) if !o.loaded => Err(GroupError::CoordinatorLoadInProgress),
+            Some(_) => Ok(()),
+        }
+    }
+
+    /// What stops the timers of `group_id` (None when its partition is not
+    /// owned). Call with `groups` locked.
+    fn cancel_token(&self, group_id: &str) -> Option<CancellationToken> {
+        self.shared
+            .owned
+            .lock()
+            .get(&self.partition_for(group_id))
+            .map(|o| o.cancel.clone())
+    }
+
+    /// Appends records for `group_id` to its partition of `__consumer_offsets`
+    /// as its leader (`None` when there is nothing to write). Call with
+    /// `groups` locked.
     fn append(
         &self,
         group_id: &str,
         records: &[(Vec<u8>, Option<Vec<u8>>)],
-    ) -> Result<Arc<Partition>, GroupError> {
-        let index = usize::try_from(self.partition_for(group_id)).unwrap_or(0);
-        let p = self
-            .shared
-            .partitions
-            .get(index)
-            .cloned()
-            .ok_or(GroupError::CoordinatorNotAvailable)?;
+    ) -> Result<Option<Written>, GroupError> {
+        let (p, epoch) = {
+            let owned = self.shared.owned.lock();
+            let o = owned
+                .get(&self.partition_for(group_id))
+                .filter(|o| o.loaded)
+                .ok_or(GroupError::NotCoordinator)?;
+            (o.partition.clone(), o.leader_epoch)
+        };
         if records.is_empty() {
-            return Ok(p);
+            return Ok(None);
         }
         let now = now_ms();
         let batch = store::build_batch(records, now);
-        p.append(&batch, now, false)
-            .map_err(|e| GroupError::Storage(e.to_string()))?;
-        Ok(p)
+        let (info, written_epoch) = p
+            .append_as_leader(&batch, now, false, -1, self.shared.min_insync)
+            .map_err(write_error)?;
+        if written_epoch != epoch {
+            // A newer term this coordinator has not loaded yet (its election
+            // comes next and reloads, this record included): what memory
+            // holds may be stale.
+            return Err(GroupError::NotCoordinator);
+        }
+        Ok(Some(Written {
+            partition: p,
+            end_offset: info.last_offset + 1,
+            leader_epoch: written_epoch,
+        }))
     }
 
-    fn durable(&self, partitions: Vec<Arc<Partition>>) -> Durable {
-        let waits: Vec<_> = partitions
+    /// Resolves once every write is fsynced here and replicated to the ISR.
+    fn durable(&self, writes: Vec<Written>) -> Durable {
+        let timeout = self.shared.commit_timeout;
+        let waits: Vec<_> = writes
             .into_iter()
-            .map(|p| self.shared.flusher.flush(p))
+            .map(|w| {
+                let replicated = w
+                    .partition
+                    .wait_replicated(w.end_offset, w.leader_epoch, timeout);
+                (self.shared.flusher.flush(w.partition), replicated)
+            })
             .collect();
         Box::pin(async move {
-            for w in waits {
-                w.await.map_err(|e| GroupError::Storage(e.to_string()))?;
+            for (flushed, replicated) in waits {
+                let (flushed, replicated) = tokio::join!(flushed, replicated);
+                flushed.map_err(|e| GroupError::Storage(e.to_string()))?;
+                replicated.map_err(write_error)?;
             }
             Ok(())
         })
@@ -202,7 +445,8 @@ impl GroupCoordinator {
             Some(g.to_value().encode()),
         );
         match self.append(&g.id, &[record]) {
-            Ok(p) => self.shared.flusher.flush_in_background(p),
+            Ok(Some(w)) => self.shared.flusher.flush_in_background(w.partition),
+            Ok(None) => {}
             Err(e) => tracing::warn!(group = %g.id, error = %e, "cannot store group metadata"),
         }
     }
@@ -224,6 +468,11 @@ impl GroupCoordinator {
             fail(tx, GroupError::InvalidGroupId, &req.member_id);
             return rx;
         }
+        let mut groups = self.shared.groups.lock();
+        if let Err(e) = self.check_coordinator(&req.group_id) {
+            fail(tx, e, &req.member_id);
+            return rx;
+        }
         if req.session_timeout_ms <= 0 || req.session_timeout_ms > 1_800_000 {
             fail(tx, GroupError::InvalidSessionTimeout, &req.member_id);
             return rx;
@@ -232,7 +481,6 @@ impl GroupCoordinator {
             fail(tx, GroupError::InconsistentGroupProtocol, &req.member_id);
             return rx;
         }
-        let mut groups = self.shared.groups.lock();
         if !groups.contains_key(&req.group_id) {
             if !req.member_id.is_empty() {
                 fail(tx, GroupError::UnknownMemberId, &req.member_id);
@@ -543,6 +791,10 @@ impl GroupCoordinator {
     ) -> oneshot::Receiver<SyncResult> {
         let (tx, rx) = oneshot::channel();
         let mut groups = self.shared.groups.lock();
+        if let Err(e) = self.check_coordinator(group_id) {
+            let _ = tx.send(Err(e));
+            return rx;
+        }
         let Some(g) = groups.get_mut(group_id) else {
             let _ = tx.send(Err(GroupError::UnknownMemberId));
             return rx;
@@ -606,7 +858,9 @@ impl GroupCoordinator {
         rx
     }
 
-    /// Handles a Heartbeat.
+    /// Handles a Heartbeat. While the group's partition loads, the answer
+    /// is a blind success, as in Kafka: the member's session restarts when
+    /// the load ends, so it need not rejoin.
     pub fn heartbeat(
         &self,
         group_id: &str,
@@ -615,6 +869,10 @@ impl GroupCoordinator {
         instance_id: Option<&str>,
     ) -> Result<(), GroupError> {
         let mut groups = self.shared.groups.lock();
+        match self.check_coordinator(group_id) {
+            Err(GroupError::CoordinatorLoadInProgress) => return Ok(()),
+            r => r?,
+        }
         let g = groups
             .get_mut(group_id)
             .ok_or(GroupError::UnknownMemberId)?;
@@ -646,6 +904,7 @@ impl GroupCoordinator {
         leaving: &[(String, Option<String>)],
     ) -> Result<Vec<Option<GroupError>>, GroupError> {
         let mut groups = self.shared.groups.lock();
+        self.check_coordinator(group_id)?;
         let Some(g) = groups.get_mut(group_id) else {
             return Ok(leaving
                 .iter()
@@ -701,6 +960,7 @@ impl GroupCoordinator {
             return Err(GroupError::InvalidGroupId);
         }
         let mut groups = self.shared.groups.lock();
+        self.check_coordinator(group_id)?;
         if !groups.contains_key(group_id) {
             if generation >= 0 {
                 return Err(GroupError::IllegalGeneration);
@@ -748,7 +1008,7 @@ impl GroupCoordinator {
         if records.is_empty() {
             return Ok(Box::pin(async { Ok(()) }));
         }
-        let p = self.append(group_id, &records)?;
+        let written = self.append(group_id, &records)?;
         for e in entries {
             g.offsets.insert(
                 (e.topic, e.partition),
@@ -760,7 +1020,7 @@ impl GroupCoordinator {
                 },
             );
         }
-        Ok(self.durable(vec![p]))
+        Ok(self.durable(written.into_iter().collect()))
     }
 
     /// Committed offsets of a group: of the partitions asked, or all of them
@@ -770,10 +1030,11 @@ impl GroupCoordinator {
         &self,
         group_id: &str,
         topics: Option<Vec<(String, Vec<i32>)>>,
-    ) -> Vec<(String, Vec<(i32, Option<Committed>)>)> {
+    ) -> Result<Vec<(String, Vec<(i32, Option<Committed>)>)>, GroupError> {
         let groups = self.shared.groups.lock();
+        self.check_coordinator(group_id)?;
         let g = groups.get(group_id);
-        match topics {
+        Ok(match topics {
             Some(topics) => topics
                 .into_iter()
                 .map(|(t, parts)| {
@@ -797,12 +1058,13 @@ impl GroupCoordinator {
                 }
                 out
             }
-        }
+        })
     }
 
     // ---- Admin --------------------------------------------------------------
 
-    /// Every group, sorted by id.
+    /// Every group this broker coordinates (of its loaded partitions),
+    /// sorted by id.
     pub fn list(&self) -> Vec<GroupListing> {
         let groups = self.shared.groups.lock();
         let mut out: Vec<_> = groups
@@ -819,19 +1081,20 @@ impl GroupCoordinator {
 
     /// A group's state and members; an unknown group is Dead, as in Kafka.
     /// Member metadata and assignments (and the protocol) only when Stable.
-    pub fn describe(&self, group_id: &str) -> GroupDescription {
+    pub fn describe(&self, group_id: &str) -> Result<GroupDescription, GroupError> {
         let groups = self.shared.groups.lock();
+        self.check_coordinator(group_id)?;
         let Some(g) = groups.get(group_id) else {
-            return GroupDescription {
+            return Ok(GroupDescription {
                 state: State::Dead,
                 protocol_type: String::new(),
                 protocol: String::new(),
                 members: Vec::new(),
-            };
+            });
         };
         let stable = g.state == State::Stable;
         let protocol = g.protocol.clone().unwrap_or_default();
-        GroupDescription {
+        Ok(GroupDescription {
             state: g.state,
             protocol_type: g.protocol_type.clone().unwrap_or_default(),
             protocol: if stable {
@@ -859,7 +1122,7 @@ impl GroupCoordinator {
                     },
                 })
                 .collect(),
-        }
+        })
     }
 
     /// Deletes empty groups with their offsets (tombstones); one result per id.
@@ -870,6 +1133,10 @@ impl GroupCoordinator {
         for id in ids {
             if id.is_empty() {
                 out.push(Some(GroupError::InvalidGroupId));
+                continue;
+            }
+            if let Err(e) = self.check_coordinator(id) {
+                out.push(Some(e));
                 continue;
             }
             let Some(g) = groups.get(id) else {
@@ -898,10 +1165,10 @@ impl GroupCoordinator {
                 .collect();
             records.push((Key::Group(id.clone()).encode(), None));
             match self.append(id, &records) {
-                Ok(p) => {
+                Ok(w) => {
                     groups.remove(id);
                     tracing::info!(group = %id, "deleted group");
-                    written.push(p);
+                    written.extend(w);
                     out.push(None);
                 }
                 Err(e) => out.push(Some(e)),
@@ -919,6 +1186,7 @@ impl GroupCoordinator {
         partitions: &[(String, i32)],
     ) -> Result<(Vec<Option<GroupError>>, Durable), GroupError> {
         let mut groups = self.shared.groups.lock();
+        self.check_coordinator(group_id)?;
         let g = groups
             .get_mut(group_id)
             .ok_or(GroupError::GroupIdNotFound)?;
@@ -947,18 +1215,14 @@ impl GroupCoordinator {
             }
             out.push(None);
         }
-        let p = self.append(group_id, &records)?;
-        let durable = if records.is_empty() {
-            self.durable(Vec::new())
-        } else {
-            self.durable(vec![p])
-        };
-        Ok((out, durable))
+        let written = self.append(group_id, &records)?;
+        Ok((out, self.durable(written.into_iter().collect())))
     }
 
     /// `offsets.retention.minutes`: drops the offsets of groups that have
     /// been empty that long (counting from the later of the group becoming
-    /// empty and the commit), then the groups left with nothing.
+    /// empty and the commit), then the groups left with nothing. Only groups
+    /// in memory are looked at, i.e. those of owned, loaded partitions.
     pub fn expire_offsets(&self, now_ms: i64) {
         let retention = self.shared.retention_ms;
         if retention <= 0 {
@@ -1002,7 +1266,8 @@ impl GroupCoordinator {
             }
             tracing::info!(group = %g.id, offsets = expired.len(), removed = remove, "expired committed offsets");
             match self.append(&g.id, &records) {
-                Ok(p) => self.shared.flusher.flush_in_background(p),
+                Ok(Some(w)) => self.shared.flusher.flush_in_background(w.partition),
+                Ok(None) => {}
                 Err(e) => tracing::warn!(group = %g.id, error = %e, "cannot write offset expiry"),
             }
         }

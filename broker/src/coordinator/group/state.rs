@@ -62,6 +62,10 @@ pub enum GroupError {
     OffsetMetadataTooLarge,
     #[error("the coordinator is not available")]
     CoordinatorNotAvailable,
+    #[error("this broker is not the coordinator of the group")]
+    NotCoordinator,
+    #[error("the coordinator is still loading the group's partition of __consumer_offsets")]
+    CoordinatorLoadInProgress,
     #[error("cannot write to __consumer_offsets: {0}")]
     Storage(String),
 }

@@ -2,7 +2,8 @@
 //! the groups lock that what they were started for is still current (the
 //! member still carries the timer's id; the group is still in the same
 //! rebalance). A stale timer just ends. Timers hold a weak reference, so
-//! they never keep a closed coordinator alive.
+//! they never keep a closed coordinator alive, and end at once when the
+//! coordinator gives up the group's partition of `__consumer_offsets`.
 
 use std::sync::Arc;
 
@@ -22,13 +23,19 @@ impl GroupCoordinator {
         timer: u64,
         deadline: Instant,
     ) {
+        let Some(cancel) = self.cancel_token(group_id) else {
+            return;
+        };
         let weak = Arc::downgrade(&self.shared);
         let group_id = group_id.to_string();
         let member_id = member_id.to_string();
         tokio::spawn(async move {
             let mut wake = deadline;
             loop {
-                tokio::time::sleep_until(wake).await;
+                tokio::select! {
+                    _ = cancel.cancelled() => return,
+                    _ = tokio::time::sleep_until(wake) => {}
+                }
                 let Some(shared) = weak.upgrade() else { return };
                 let c = GroupCoordinator { shared };
                 match c.check_session(&group_id, &member_id, timer) {
@@ -65,12 +72,18 @@ impl GroupCoordinator {
         not_before: Instant,
         deadline: Instant,
     ) {
+        let Some(cancel) = self.cancel_token(group_id) else {
+            return;
+        };
         let weak = Arc::downgrade(&self.shared);
         let group_id = group_id.to_string();
         tokio::spawn(async move {
             let mut wake = not_before;
             loop {
-                tokio::time::sleep_until(wake).await;
+                tokio::select! {
+                    _ = cancel.cancelled() => return,
+                    _ = tokio::time::sleep_until(wake) => {}
+                }
                 let Some(shared) = weak.upgrade() else { return };
                 let c = GroupCoordinator { shared };
                 let mut groups = c.shared.groups.lock();
