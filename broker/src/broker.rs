@@ -58,6 +58,8 @@ pub struct Broker {
     /// Changes at every start, so the controller tells restarts apart.
     pub incarnation: Uuid,
     registered: watch::Sender<bool>,
+    /// The metadata-log index whose image the local replicas reflect.
+    reconciled: watch::Sender<u64>,
     shutting_down: AtomicBool,
     cancel: CancellationToken,
 }
@@ -106,7 +108,12 @@ impl Broker {
             offsets_partitions: config.offsets_topic_num_partitions.max(1),
             offsets_replication_factor: config.offsets_topic_replication_factor.max(1),
         });
-        let election = config.controller_election_timeout_ms.max(100);
+        // A single voter has nobody to wait for: elect itself at once.
+        let election = if voters.len() == 1 {
+            100
+        } else {
+            config.controller_election_timeout_ms.max(100)
+        };
         let quorum = Quorum::start(
             QuorumConfig {
                 node_id: config.node_id,
@@ -147,6 +154,7 @@ impl Broker {
             cancel.child_token(),
         );
         let (registered, _) = watch::channel(false);
+        let (reconciled, _) = watch::channel(0);
         let broker = Arc::new(Broker {
             config,
             cluster_id,
@@ -160,12 +168,15 @@ impl Broker {
             replication,
             incarnation: Uuid::new_v4(),
             registered,
+            reconciled,
             shutting_down: AtomicBool::new(false),
             cancel,
         });
         let b = broker.clone();
+        let index = image.applied_index;
         let _ =
             tokio::task::spawn_blocking(move || crate::replication::reconcile(&b, &image)).await;
+        broker.reconciled.send_replace(index);
         broker.clone().spawn_cluster_tasks();
         Ok(broker)
     }
@@ -192,11 +203,12 @@ impl Broker {
         self.quorum.call_controller(req, CONTROLLER_TIMEOUT).await
     }
 
-    /// Waits until this broker's image has applied metadata-log entry
-    /// `index` (so its own answers reflect a change the controller made).
+    /// Waits until this broker has applied metadata-log entry `index` to
+    /// its image and its local replicas (so its own answers, and its
+    /// replicas' roles, reflect a change the controller made).
     pub async fn wait_applied(&self, index: u64, timeout: Duration) -> bool {
-        let mut rx = self.quorum.watch();
-        tokio::time::timeout(timeout, rx.wait_for(|img| img.applied_index >= index))
+        let mut rx = self.reconciled.subscribe();
+        tokio::time::timeout(timeout, rx.wait_for(|i| *i >= index))
             .await
             .is_ok_and(|r| r.is_ok())
     }
@@ -207,6 +219,46 @@ impl Broker {
         tokio::time::timeout(timeout, rx.wait_for(|r| *r))
             .await
             .is_ok_and(|r| r.is_ok())
+    }
+
+    /// Waits (up to `timeout`) until this broker is ready to serve groups
+    /// too: registered, `__consumer_offsets` created and applied locally,
+    /// and the group partitions it leads loaded. A broker that cannot get
+    /// there (no quorum) serves anyway when the time is up.
+    pub async fn wait_ready(&self, timeout: Duration) -> bool {
+        let deadline = tokio::time::Instant::now() + timeout;
+        if !self.wait_registered(timeout).await {
+            return false;
+        }
+        let mut rx = self.quorum.watch();
+        let left = deadline.saturating_duration_since(tokio::time::Instant::now());
+        let Ok(Ok(image)) =
+            tokio::time::timeout(left, rx.wait_for(|img| img.topic(OFFSETS_TOPIC).is_some()))
+                .await
+                .map(|r| r.map(|img| img.clone()))
+        else {
+            return false;
+        };
+        let left = deadline.saturating_duration_since(tokio::time::Instant::now());
+        if !self.wait_applied(image.applied_index, left).await {
+            return false;
+        }
+        let me = self.node_id();
+        let led: Vec<i32> = image
+            .partitions()
+            .filter(|(t, _, p)| *t == OFFSETS_TOPIC && p.leader == me)
+            .map(|(_, i, _)| i)
+            .collect();
+        for index in led {
+            let left = deadline.saturating_duration_since(tokio::time::Instant::now());
+            if tokio::time::timeout(left, self.groups.wait_loaded(index))
+                .await
+                .is_err()
+            {
+                return false;
+            }
+        }
+        true
     }
 
     /// Creates topics with the broker defaults (auto-creation); topics that
@@ -254,6 +306,7 @@ impl Broker {
                 changed = rx.changed() => if changed.is_err() { return },
             }
             let image = rx.borrow_and_update().clone();
+            let index = image.applied_index;
             let b = self.clone();
             if tokio::task::spawn_blocking(move || crate::replication::reconcile(&b, &image))
                 .await
@@ -261,6 +314,7 @@ impl Broker {
             {
                 tracing::error!("applying the metadata image failed");
             }
+            self.reconciled.send_replace(index);
         }
     }
 
@@ -296,6 +350,35 @@ impl Broker {
                 match resp {
                     ControllerResponse::Registered => {
                         registered = true;
+                        // Ready once the local replicas reflect the
+                        // registration (leadership is only taken then).
+                        let me = self.node_id();
+                        let mut rx = self.quorum.watch();
+                        let seen = tokio::time::timeout(
+                            Duration::from_secs(5),
+                            rx.wait_for(|img| {
+                                img.brokers
+                                    .get(&me)
+                                    .is_some_and(|b| b.incarnation == self.incarnation)
+                            }),
+                        )
+                        .await
+                        .ok()
+                        .and_then(|r| r.ok().map(|img| img.applied_index));
+                        if let Some(index) = seen {
+                            if self.wait_applied(index, Duration::from_secs(5)).await {
+                                let b = self.clone();
+                                let _ = tokio::task::spawn_blocking(move || {
+                                    let image = b.image();
+                                    b.topics.remove_unhosted_dirs(|t, i| {
+                                        image
+                                            .partition(t, i)
+                                            .is_some_and(|p| p.replicas.contains(&me))
+                                    })
+                                })
+                                .await;
+                            }
+                        }
                         self.registered.send_replace(true);
                         tracing::info!(node = self.node_id(), "registered with the controller");
                     }

@@ -3,16 +3,22 @@
 //! Module map:
 //! - [`alloc`]: a global allocator that keeps malformed requests from
 //!   aborting the process.
-//! - [`broker`]: the state one broker shares between connections.
+//! - [`broker`]: the state one broker shares between connections, its start-up,
+//!   registration and heartbeats, controlled shutdown.
+//! - [`cluster`]: the metadata image and its records, the controller's
+//!   decisions, and the openraft metadata quorum on the controller port.
+//! - [`replication`]: metadata image to local replica roles, follower
+//!   fetchers, ISR changes.
+//! - [`client`]: an async Kafka client (replication's fetches).
 //! - [`config`]: broker configuration (YAML file, CLI flags, `SLUICE_*` env) and
 //!   the topic-level configs with their broker-level defaults.
 //! - [`coordinator`]: the classic consumer-group coordinator and its storage in
 //!   `__consumer_offsets`.
 //! - [`commitlog`]: the on-disk log of one partition (segments, indexes, recovery,
 //!   retention).
-//! - [`partition`]: one partition replica: its log, high watermark and waiters.
-//! - [`topics`]: the topic registry (names, partition counts, config overrides),
-//!   persisted in the data directory.
+//! - [`partition`]: one partition replica: its log, role (leader, follower),
+//!   high watermark, follower progress and waiters.
+//! - [`topics`]: the replicas this broker hosts, by topic.
 //! - [`flusher`]: group commit: one fsync covers every batch that arrived meanwhile.
 //! - [`server`], [`connection`]: accept loop, framing, graceful shutdown.
 //! - [`handler`]: one file per Kafka API; Kafka error codes are chosen there only.

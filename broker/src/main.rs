@@ -66,12 +66,12 @@ async fn run(config: BrokerConfig) -> anyhow::Result<()> {
     })?;
     let broker = Broker::start(config, host, port, controller).await?;
     if !broker
-        .wait_registered(Duration::from_millis(
+        .wait_ready(Duration::from_millis(
             broker.config.broker_session_timeout_ms,
         ))
         .await
     {
-        tracing::warn!("not registered with a controller yet (is a majority of the voters up?); serving anyway");
+        tracing::warn!("not ready within broker.session.timeout.ms (registered with the controller, and __consumer_offsets placed, which needs offsets.topic.replication.factor live brokers); serving anyway");
     }
     tracing::info!(node = broker.node_id(), data_dir = %data_dir.display(), advertised = %format!("{}:{}", broker.advertised_host, broker.advertised_port), "broker started");
     println!("sluice-broker listening on {bound}");

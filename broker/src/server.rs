@@ -62,7 +62,7 @@ pub async fn run(
         .map_err(|e| StartError::Quorum(format!("cannot listen on the controller address: {e}")))?;
     let broker = Broker::start(config, host, port, controller).await?;
     broker
-        .wait_registered(Duration::from_millis(
+        .wait_ready(Duration::from_millis(
             broker.config.broker_session_timeout_ms,
         ))
         .await;

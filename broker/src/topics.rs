@@ -279,6 +279,42 @@ impl TopicRegistry {
         tracing::info!(topic = name, "removed local replicas of deleted topic");
     }
 
+    /// Removes partition directories this broker no longer hosts: replicas
+    /// of topics deleted, or moved to other brokers, while it was down. Only
+    /// directories carrying a `partition.metadata` file are touched, so a
+    /// data dir pointed at the wrong place loses nothing. Call once the
+    /// registry reflects a current metadata image.
+    /// `assigned` says whether the current image still assigns a replica
+    /// here (kept even if it failed to open).
+    pub fn remove_unhosted_dirs(&self, assigned: impl Fn(&str, i32) -> bool) {
+        let _admin = self.admin.lock();
+        let Ok(entries) = std::fs::read_dir(&self.data_dir) else {
+            return;
+        };
+        for entry in entries.flatten() {
+            let path = entry.path();
+            let Ok(name) = entry.file_name().into_string() else {
+                continue;
+            };
+            let Some((topic, index)) = name.rsplit_once('-') else {
+                continue;
+            };
+            let Ok(index) = index.parse::<i32>() else {
+                continue;
+            };
+            if !path.join(PARTITION_METADATA).is_file() {
+                continue;
+            }
+            let hosted = self
+                .get(topic)
+                .is_some_and(|t| t.partition(index).is_some());
+            if !hosted && !assigned(topic, index) {
+                tracing::info!(dir = %path.display(), "removing a replica this broker no longer hosts");
+                discard_dir(&path);
+            }
+        }
+    }
+
     /// Takes every topic out of the registry (shutdown).
     pub fn drain(&self) -> Vec<Arc<Topic>> {
         self.topics.write().drain().map(|(_, t)| t).collect()

@@ -418,6 +418,11 @@ impl Controller {
                 records.extend(rs);
             }
         }
+        // Partitions left without a leader get one as soon as a candidate
+        // exists (a replica came back, or unclean election was enabled).
+        let rs = decide::elect_offline(&working, settings);
+        working = decide::applied(&working, &rs);
+        records.extend(rs);
         let rs = decide::progress_reassignments(&working);
         working = decide::applied(&working, &rs);
         records.extend(rs);

@@ -370,10 +370,20 @@ async fn fetch(
         }
     }
     if settings.flush {
-        let waits: Vec<_> = to_flush.into_iter().map(|p| flusher.flush(p)).collect();
-        for w in waits {
+        let waits: Vec<_> = to_flush
+            .into_iter()
+            .map(|p| (p.clone(), flusher.flush(p)))
+            .collect();
+        for (p, w) in waits {
             if let Err(e) = w.await {
-                tracing::error!(error = %e, "follower fsync failed");
+                // The log is poisoned; stop fetching so the leader stops
+                // counting this replica (it leaves the ISR) instead of
+                // taking unsynced records as replicated.
+                tracing::error!(topic = p.topic(), partition = p.index(), error = %e, "follower fsync failed; no longer fetching this partition");
+                let key: (Arc<str>, i32) = (Arc::from(p.topic()), p.index());
+                if let Some(s) = states.get_mut(&key) {
+                    s.backoff_until = i64::MAX;
+                }
             }
         }
     } else {

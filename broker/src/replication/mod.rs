@@ -19,7 +19,7 @@ use tokio::sync::{watch, Notify};
 use tokio_util::sync::CancellationToken;
 
 use crate::broker::{now_ms, Broker};
-use crate::cluster::image::MetadataImage;
+use crate::cluster::image::{MetadataImage, PartitionState, NO_LEADER};
 use crate::cluster::messages::{ControllerRequest, ControllerResponse};
 use crate::coordinator::OFFSETS_TOPIC;
 use fetcher::{FetchSet, Followed};
@@ -142,6 +142,10 @@ impl Replication {
 pub fn reconcile(broker: &Arc<Broker>, image: &MetadataImage) {
     let me = broker.node_id();
     let now = now_ms();
+    let current_incarnation = image
+        .brokers
+        .get(&me)
+        .is_some_and(|b| b.incarnation == broker.incarnation && !b.fenced);
     let mut fetch_sets: BTreeMap<i32, FetchSet> = BTreeMap::new();
     for t in image.topics.values() {
         let hosted: Vec<usize> = t
@@ -182,7 +186,16 @@ pub fn reconcile(broker: &Arc<Broker>, image: &MetadataImage) {
                     continue;
                 }
             };
-            if st.leader == me {
+            if st.leader == me && !current_incarnation {
+                // The image still describes an earlier run of this broker
+                // (restarted, not yet registered again): leading on that
+                // word would accept writes in a stale epoch. Wait for the
+                // controller to re-establish leadership.
+                p.become_follower(&PartitionState {
+                    leader: NO_LEADER,
+                    ..st.clone()
+                });
+            } else if st.leader == me {
                 p.become_leader(st, now);
                 if t.name == OFFSETS_TOPIC {
                     broker.groups.elect(index, p.clone(), st.leader_epoch);
