@@ -277,11 +277,17 @@ impl Broker {
                 configs: BTreeMap::new(),
             })
             .collect();
+        // Short: a Metadata request waits on this, and clients give up on
+        // requests long before CONTROLLER_TIMEOUT.
         let resp = self
-            .controller_call(ControllerRequest::CreateTopics {
-                topics,
-                validate_only: false,
-            })
+            .quorum
+            .call_controller(
+                ControllerRequest::CreateTopics {
+                    topics,
+                    validate_only: false,
+                },
+                Duration::from_secs(5),
+            )
             .await;
         if let ControllerResponse::Outcomes { applied_index, .. } = resp {
             self.wait_applied(applied_index, Duration::from_secs(5))

@@ -586,6 +586,48 @@ impl Cluster {
         });
         r.with_context(|| format!("replicas that differ: {last:?}"))
     }
+
+    /// Like [`wait_for_replicas_to_match`](Self::wait_for_replicas_to_match),
+    /// for a partition that lives on only some brokers: waits until the
+    /// replicas on brokers `ids` hold exactly `expected`.
+    pub fn wait_for_replicas_on_to_match(
+        &self,
+        ids: &[i32],
+        topic: &str,
+        partition: i32,
+        expected: &ReplicaLog,
+        timeout: Duration,
+    ) -> Result<()> {
+        let mut last: BTreeMap<i32, String> = BTreeMap::new();
+        let what = format!(
+            "the replicas of {topic}/{partition} on brokers {ids:?} to hold the {} records the leader serves",
+            expected.len()
+        );
+        let r = wait_for(timeout, &what, || {
+            last.clear();
+            for &id in ids {
+                match self.replica_log(id, topic, partition) {
+                    Ok(log) => {
+                        if let Some(diff) = log_difference(expected, &log) {
+                            last.insert(id, diff);
+                        }
+                    }
+                    Err(e) => {
+                        last.insert(id, format!("{e:#}"));
+                    }
+                }
+            }
+            Ok(last.is_empty().then_some(()))
+        });
+        r.with_context(|| format!("replicas that differ: {last:?}"))
+    }
+
+    /// The directory holding broker `id`'s replica of `topic`/`partition`,
+    /// or `None` when it has none on disk.
+    pub fn replica_dir(&self, id: i32, topic: &str, partition: i32) -> Result<Option<PathBuf>> {
+        let data_dir = self.broker(id)?.data_dir();
+        Ok(partition_dir(data_dir, topic, partition).ok())
+    }
 }
 
 impl Drop for Cluster {

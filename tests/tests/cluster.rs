@@ -11,6 +11,12 @@
 //! nemesis and the load; every wait for the cluster is a condition with a
 //! deadline.
 //!
+//! The admin tests at the end (preferred and unclean leader election,
+//! replica reassignment, one of them on four brokers) drive ElectLeaders,
+//! AlterPartitionReassignments, ListPartitionReassignments and
+//! IncrementalAlterConfigs over the raw wire client and read leader epochs
+//! from each broker's own Metadata answer.
+//!
 //! The nemesis draws from a seeded generator; the seed is printed, and
 //! `SLUICE_NEMESIS_SEED=N` repeats a run's choices.
 
@@ -23,19 +29,33 @@ use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
 use anyhow::{bail, ensure, Context, Result};
-use kafka_protocol::messages::MetadataRequest;
+use kafka_protocol::error::ResponseError;
+use kafka_protocol::messages::alter_partition_reassignments_request::{
+    ReassignablePartition, ReassignableTopic,
+};
+use kafka_protocol::messages::elect_leaders_request::TopicPartitions;
+use kafka_protocol::messages::incremental_alter_configs_request::{
+    AlterConfigsResource, AlterableConfig,
+};
+use kafka_protocol::messages::list_partition_reassignments_request::ListPartitionReassignmentsTopics;
+use kafka_protocol::messages::metadata_request::MetadataRequestTopic;
+use kafka_protocol::messages::{
+    AlterPartitionReassignmentsRequest, BrokerId, ElectLeadersRequest,
+    IncrementalAlterConfigsRequest, ListPartitionReassignmentsRequest, MetadataRequest,
+};
+use kafka_protocol::protocol::StrBytes;
 use rdkafka::client::ClientContext;
 use rdkafka::config::{ClientConfig, RDKafkaLogLevel};
 use rdkafka::error::{KafkaError, RDKafkaErrorCode};
 use rdkafka::message::{DeliveryResult, Message};
 use rdkafka::producer::{BaseProducer, BaseRecord, Producer, ProducerContext};
 use sluice_tests::cluster::{
-    log_difference, Cluster, ClusterOptions, ReplicaLog, REPLICA_LAG_TIME_MAX_MS,
+    log_difference, Cluster, ClusterOptions, PartitionState, ReplicaLog, REPLICA_LAG_TIME_MAX_MS,
     SESSION_TIMEOUT_MS,
 };
 use sluice_tests::group::{self, Member, MemberConfig, MemberKind};
 use sluice_tests::kafka::{self, Delivery};
-use sluice_tests::raw::RawConnection;
+use sluice_tests::raw::{topic_name, RawConnection};
 use sluice_tests::{unique_topic, wait_for, wait_until};
 
 const BROKERS: usize = 3;
@@ -1230,4 +1250,816 @@ fn metadata_lists_every_broker_and_controller() -> Result<()> {
         "brokers report cluster ids {cluster_ids:?}; one cluster has one id"
     );
     Ok(())
+}
+
+// ---------------------------------------------------------------------------
+// Cluster admin APIs: preferred and unclean elections, reassignments
+
+/// ElectLeaders election types.
+const PREFERRED_ELECTION: i8 = 0;
+/// A restarted broker must be back in the ISR and leading its preferred
+/// partitions (1 s imbalance checks) within this.
+const REBALANCE_DEADLINE: Duration = Duration::from_secs(30);
+/// A reassignment of a few hundred records must finish within this.
+const REASSIGN_DEADLINE: Duration = Duration::from_secs(60);
+/// How long a partition without an eligible leader must stay leaderless.
+const LEADERLESS_HOLD: Duration = Duration::from_secs(3);
+
+/// A partition as one broker's own Metadata answer shows it, with the leader
+/// epoch and offline replicas rdkafka does not expose.
+#[derive(Debug, Clone, PartialEq, Eq)]
+struct WirePartition {
+    error: i16,
+    leader: i32,
+    leader_epoch: i32,
+    replicas: Vec<i32>,
+    /// Sorted.
+    isr: Vec<i32>,
+    offline: Vec<i32>,
+}
+
+/// `NAME (code)` for a Kafka error code.
+fn error_name(code: i16) -> String {
+    match ResponseError::try_from_code(code) {
+        None => "NONE (0)".to_string(),
+        Some(e) => format!("{e:?} ({code})"),
+    }
+}
+
+fn connect_to(cluster: &Cluster, id: i32) -> Result<RawConnection> {
+    RawConnection::connect(cluster.broker(id)?.addr())
+        .with_context(|| format!("connecting to broker {id}"))
+}
+
+/// `topic`/`partition` as broker `id` describes it (Metadata v7+ over a new
+/// connection).
+fn wire_partition(
+    cluster: &Cluster,
+    id: i32,
+    topic: &str,
+    partition: i32,
+) -> Result<WirePartition> {
+    let mut conn = connect_to(cluster, id)?;
+    let version = conn.version_for::<MetadataRequest>(12)?;
+    ensure!(
+        version >= 7,
+        "broker {id} speaks Metadata up to v{version}; leader epochs need v7"
+    );
+    let req = MetadataRequest::default()
+        .with_allow_auto_topic_creation(false)
+        .with_topics(Some(vec![
+            MetadataRequestTopic::default().with_name(Some(topic_name(topic)))
+        ]));
+    let resp = conn.request(version, &req)?;
+    let t = resp
+        .topics
+        .iter()
+        .find(|t| t.name.as_ref().is_some_and(|n| n.0.as_str() == topic))
+        .with_context(|| format!("broker {id}: Metadata v{version} has no topic {topic}"))?;
+    ensure!(
+        t.error_code == 0,
+        "broker {id}: Metadata v{version} topic {topic}: {}",
+        error_name(t.error_code)
+    );
+    let p = t
+        .partitions
+        .iter()
+        .find(|p| p.partition_index == partition)
+        .with_context(|| format!("broker {id}: Metadata v{version} has no {topic}/{partition}"))?;
+    let ids = |v: &[BrokerId]| v.iter().map(|b| b.0).collect::<Vec<i32>>();
+    let mut isr = ids(&p.isr_nodes);
+    isr.sort_unstable();
+    Ok(WirePartition {
+        error: p.error_code,
+        leader: p.leader_id.0,
+        leader_epoch: p.leader_epoch,
+        replicas: ids(&p.replica_nodes),
+        isr,
+        offline: ids(&p.offline_replicas),
+    })
+}
+
+/// ElectLeaders (v1+, which carries the election type) for partitions of one
+/// topic: each partition's error code and message.
+fn elect_leaders(
+    conn: &mut RawConnection,
+    election_type: i8,
+    topic: &str,
+    partitions: &[i32],
+) -> Result<BTreeMap<i32, (i16, Option<String>)>> {
+    let version = conn.version_for::<ElectLeadersRequest>(2)?;
+    ensure!(
+        version >= 1,
+        "the broker speaks ElectLeaders up to v{version}; the election type needs v1"
+    );
+    let req = ElectLeadersRequest::default()
+        .with_election_type(election_type)
+        .with_timeout_ms(30_000)
+        .with_topic_partitions(Some(vec![TopicPartitions::default()
+            .with_topic(topic_name(topic))
+            .with_partitions(partitions.to_vec())]));
+    let resp = conn.request(version, &req)?;
+    ensure!(
+        resp.error_code == 0,
+        "ElectLeaders v{version}: top-level error {}",
+        error_name(resp.error_code)
+    );
+    let mut out = BTreeMap::new();
+    for r in resp.replica_election_results {
+        ensure!(
+            r.topic.0.as_str() == topic,
+            "ElectLeaders v{version} answered for topic {:?}, asked {topic}",
+            r.topic.0.as_str()
+        );
+        for p in r.partition_result {
+            out.insert(
+                p.partition_id,
+                (p.error_code, p.error_message.map(|m| m.to_string())),
+            );
+        }
+    }
+    let answered: Vec<i32> = out.keys().copied().collect();
+    let mut asked = partitions.to_vec();
+    asked.sort_unstable();
+    ensure!(
+        answered == asked,
+        "ElectLeaders v{version} answered for partitions {answered:?}, asked {asked:?}"
+    );
+    Ok(out)
+}
+
+/// AlterPartitionReassignments v0 for one partition (`None` cancels): its
+/// error code and message.
+fn alter_reassignment(
+    conn: &mut RawConnection,
+    topic: &str,
+    partition: i32,
+    replicas: Option<&[i32]>,
+) -> Result<(i16, Option<String>)> {
+    let req = AlterPartitionReassignmentsRequest::default()
+        .with_timeout_ms(30_000)
+        .with_topics(vec![ReassignableTopic::default()
+            .with_name(topic_name(topic))
+            .with_partitions(vec![ReassignablePartition::default()
+                .with_partition_index(partition)
+                .with_replicas(
+                    replicas.map(|r| r.iter().map(|&id| BrokerId(id)).collect()),
+                )])]);
+    let resp = conn.request(0, &req)?;
+    ensure!(
+        resp.error_code == 0,
+        "AlterPartitionReassignments: top-level error {} ({:?})",
+        error_name(resp.error_code),
+        resp.error_message
+    );
+    resp.responses
+        .into_iter()
+        .find(|t| t.name.0.as_str() == topic)
+        .and_then(|t| {
+            t.partitions
+                .into_iter()
+                .find(|p| p.partition_index == partition)
+        })
+        .map(|p| (p.error_code, p.error_message.map(|m| m.to_string())))
+        .with_context(|| {
+            format!("AlterPartitionReassignments response has no entry for {topic}/{partition}")
+        })
+}
+
+/// An ongoing reassignment as ListPartitionReassignments shows it:
+/// (replicas, adding, removing).
+type Ongoing = (Vec<i32>, Vec<i32>, Vec<i32>);
+
+/// ListPartitionReassignments v0 for one partition: `None` when no
+/// reassignment of it is in progress.
+fn list_reassignment(
+    conn: &mut RawConnection,
+    topic: &str,
+    partition: i32,
+) -> Result<Option<Ongoing>> {
+    let req = ListPartitionReassignmentsRequest::default()
+        .with_timeout_ms(30_000)
+        .with_topics(Some(vec![ListPartitionReassignmentsTopics::default()
+            .with_name(topic_name(topic))
+            .with_partition_indexes(vec![partition])]));
+    let resp = conn.request(0, &req)?;
+    ensure!(
+        resp.error_code == 0,
+        "ListPartitionReassignments: top-level error {} ({:?})",
+        error_name(resp.error_code),
+        resp.error_message
+    );
+    let ids = |v: &[BrokerId]| v.iter().map(|b| b.0).collect::<Vec<i32>>();
+    let mut found = Vec::new();
+    for t in &resp.topics {
+        for p in &t.partitions {
+            ensure!(
+                t.name.0.as_str() == topic && p.partition_index == partition,
+                "ListPartitionReassignments for {topic}/{partition} also lists {}/{}",
+                t.name.0.as_str(),
+                p.partition_index
+            );
+            found.push((
+                ids(&p.replicas),
+                ids(&p.adding_replicas),
+                ids(&p.removing_replicas),
+            ));
+        }
+    }
+    ensure!(
+        found.len() <= 1,
+        "ListPartitionReassignments lists {topic}/{partition} {} times: {found:?}",
+        found.len()
+    );
+    Ok(found.pop())
+}
+
+/// IncrementalAlterConfigs v0+: SET one config of a topic.
+fn set_topic_config(conn: &mut RawConnection, topic: &str, key: &str, value: &str) -> Result<()> {
+    const TOPIC_RESOURCE: i8 = 2;
+    const SET: i8 = 0;
+    let version = conn.version_for::<IncrementalAlterConfigsRequest>(1)?;
+    let req = IncrementalAlterConfigsRequest::default().with_resources(vec![
+        AlterConfigsResource::default()
+            .with_resource_type(TOPIC_RESOURCE)
+            .with_resource_name(StrBytes::from_string(topic.to_string()))
+            .with_configs(vec![AlterableConfig::default()
+                .with_name(StrBytes::from_string(key.to_string()))
+                .with_config_operation(SET)
+                .with_value(Some(StrBytes::from_string(value.to_string())))]),
+    ]);
+    let resp = conn.request(version, &req)?;
+    let r = resp
+        .responses
+        .first()
+        .context("IncrementalAlterConfigs: empty response")?;
+    ensure!(
+        r.error_code == 0,
+        "IncrementalAlterConfigs v{version} {key}={value} on {topic}: {} ({:?})",
+        error_name(r.error_code),
+        r.error_message
+    );
+    Ok(())
+}
+
+/// Fails unless every value of `produced` is at its acknowledged offset in `log`.
+fn check_produced(
+    what: &str,
+    log: &BTreeMap<i32, ReplicaLog>,
+    produced: &BTreeMap<(i32, i64), String>,
+) -> Result<()> {
+    for (&(p, o), value) in produced {
+        let found = value_at(log, p, o);
+        ensure!(
+            found == Some(value.as_bytes()),
+            "{what} record {value:?} was acked at {p}/{o}; the log has {:?} there",
+            found.map(String::from_utf8_lossy)
+        );
+    }
+    Ok(())
+}
+
+/// Produces and reads back a round of acks=all records on `topic`, and
+/// checks the earlier `before` round still reads the same.
+fn produce_and_consume_still_work(
+    cluster: &Cluster,
+    topic: &str,
+    partitions: i32,
+    before: &BTreeMap<(i32, i64), String>,
+) -> Result<BTreeMap<i32, ReplicaLog>> {
+    let after = produce_acked(&cluster.bootstrap(), topic, partitions, 50, "after", "all")?;
+    let log = read_log(&cluster.bootstrap(), topic, partitions)?;
+    check_produced("before", &log, before)?;
+    check_produced("after", &log, &after)?;
+    println!(
+        "{} records produced and read back afterwards at offsets {:?}",
+        after.len(),
+        ranges_of(&after)
+    );
+    Ok(log)
+}
+
+/// Partition 0 of `topic` as rdkafka's metadata shows it.
+fn first_partition(cluster: &Cluster, topic: &str) -> Result<PartitionState> {
+    cluster
+        .partitions(topic)?
+        .into_iter()
+        .find(|p| p.partition == 0)
+        .with_context(|| format!("{topic}/0 is not in metadata"))
+}
+
+/// What [`fail_over_from_preferred`] did.
+struct FailedOver {
+    preferred: i32,
+    /// The replica that took over.
+    leader: i32,
+    /// The partition as the new leader showed it right after the failover.
+    state: WirePartition,
+    restarted: Instant,
+}
+
+/// Kills the preferred (first) replica of `topic`/`partition`, which leads
+/// it, waits for another replica to lead and restarts the killed broker.
+fn fail_over_from_preferred(
+    cluster: &mut Cluster,
+    topic: &str,
+    partition: i32,
+) -> Result<FailedOver> {
+    let p = cluster
+        .partitions(topic)?
+        .into_iter()
+        .find(|p| p.partition == partition)
+        .with_context(|| format!("{topic}/{partition} is not in metadata"))?;
+    let preferred = *p.replicas.first().context("a partition without replicas")?;
+    ensure!(
+        p.leader == preferred,
+        "{topic}/{partition} of a new topic should be led by its preferred replica {preferred}: {p:?}"
+    );
+    cluster.kill9(preferred)?;
+    let killed = Instant::now();
+    let leader = cluster.wait_for_leader(topic, partition, Some(preferred), FAILOVER_DEADLINE)?;
+    let failed_over = killed.elapsed();
+    let state = wire_partition(cluster, leader, topic, partition)?;
+    cluster.restart(preferred)?;
+    println!(
+        "{topic}/{partition}: preferred leader {preferred} killed; broker {leader} leads after {} ({state:?}); \
+         broker {preferred} restarted {} after the kill",
+        secs(failed_over),
+        secs(killed.elapsed())
+    );
+    Ok(FailedOver {
+        preferred,
+        leader,
+        state,
+        restarted: Instant::now(),
+    })
+}
+
+#[test]
+fn preferred_leader_election_moves_leadership_back() -> Result<()> {
+    let mut cluster = Cluster::start(
+        BROKERS,
+        ClusterOptions::default().with("auto.leader.rebalance.enable", "false"),
+    )?;
+    let topic = unique_topic("preferred");
+    cluster.create_topic(&topic, PARTITIONS, RF, &[("min.insync.replicas", "2")])?;
+    let f = fail_over_from_preferred(&mut cluster, &topic, 0)?;
+    cluster.wait_for_isr(&topic, PARTITIONS, FULL_ISR, HEAL)?;
+    println!(
+        "broker {} back in every ISR {} after its restart",
+        f.preferred,
+        secs(f.restarted.elapsed())
+    );
+    let before = produce_acked(
+        &cluster.bootstrap(),
+        &topic,
+        PARTITIONS,
+        50,
+        "before",
+        "all",
+    )?;
+
+    // Neither the preferred replica nor the current leader: the request is
+    // forwarded to the controller like any admin request.
+    let via = cluster
+        .ids()
+        .into_iter()
+        .find(|&id| id != f.preferred && id != f.leader)
+        .context("no third broker")?;
+    let moved = wire_partition(&cluster, via, &topic, 0)?;
+    ensure!(
+        moved.leader != f.preferred && moved.leader >= 0,
+        "with auto.leader.rebalance.enable false, {topic}/0 should still be led by a non-preferred replica; broker {via} shows {moved:?}"
+    );
+    let mut conn = connect_to(&cluster, via)?;
+    let t = Instant::now();
+    let results = elect_leaders(&mut conn, PREFERRED_ELECTION, &topic, &[0])?;
+    let answered = t.elapsed();
+    let (code, message) = &results[&0];
+    ensure!(
+        *code == 0,
+        "ElectLeaders(preferred) for {topic}/0 via broker {via} answered {} ({message:?}); want NONE. \
+         Partition before: {moved:?}",
+        error_name(*code)
+    );
+    // The answer comes once the answering broker's image shows the outcome.
+    let right_after = wire_partition(&cluster, via, &topic, 0)?;
+    ensure!(
+        right_after.leader == f.preferred && right_after.leader_epoch > moved.leader_epoch,
+        "broker {via} answered ElectLeaders with NONE, but its Metadata right after shows {right_after:?}; \
+         want leader {} at an epoch above {} (before: {moved:?})",
+        f.preferred,
+        moved.leader_epoch
+    );
+    let everywhere = wait_for(
+        FAILOVER_DEADLINE,
+        &format!(
+            "every broker to show preferred leader {} for {topic}/0",
+            f.preferred
+        ),
+        || {
+            let mut views = BTreeMap::new();
+            for id in cluster.ids() {
+                let p = wire_partition(&cluster, id, &topic, 0)?;
+                if p.leader != f.preferred || p.leader_epoch <= moved.leader_epoch {
+                    return Ok(None);
+                }
+                views.insert(id, p);
+            }
+            Ok(Some(views))
+        },
+    )?;
+    println!(
+        "ElectLeaders(preferred) via broker {via} answered NONE in {}: leader {} -> {} at epoch {} -> {}; \
+         every broker agrees {} after the request ({:?})",
+        secs(answered),
+        moved.leader,
+        right_after.leader,
+        moved.leader_epoch,
+        right_after.leader_epoch,
+        secs(t.elapsed()),
+        everywhere.values().next()
+    );
+    ensure!(
+        cluster.leader_of(&topic, 0)? == Some(f.preferred),
+        "rdkafka's metadata does not show broker {} leading {topic}/0",
+        f.preferred
+    );
+
+    let again = elect_leaders(&mut conn, PREFERRED_ELECTION, &topic, &[0])?;
+    let (code, message) = &again[&0];
+    ensure!(
+        *code == ResponseError::ElectionNotNeeded.code(),
+        "a second ElectLeaders(preferred) for {topic}/0 answered {} ({message:?}); want ELECTION_NOT_NEEDED (84)",
+        error_name(*code)
+    );
+    println!(
+        "second ElectLeaders(preferred): {} ({message:?})",
+        error_name(*code)
+    );
+    let log = produce_and_consume_still_work(&cluster, &topic, PARTITIONS, &before)?;
+    check_replicas(&cluster, &topic, &log)?;
+    cluster.check_no_crash()
+}
+
+#[test]
+fn automatic_rebalance_restores_preferred_leaders() -> Result<()> {
+    let mut cluster = Cluster::start(
+        BROKERS,
+        ClusterOptions::default().with("leader.imbalance.check.interval.seconds", "1"),
+    )?;
+    let topic = unique_topic("rebalance");
+    cluster.create_topic(&topic, PARTITIONS, RF, &[("min.insync.replicas", "2")])?;
+    let f = fail_over_from_preferred(&mut cluster, &topic, 0)?;
+    // No admin call: the controller's imbalance check moves leadership back
+    // once the restarted broker is in sync.
+    let back = wait_for(
+        REBALANCE_DEADLINE,
+        &format!(
+            "broker {} to lead {topic}/0 again without an admin call",
+            f.preferred
+        ),
+        || {
+            let p = wire_partition(&cluster, f.leader, &topic, 0)?;
+            Ok((p.leader == f.preferred).then_some(p))
+        },
+    )
+    .with_context(|| format!("cluster: {}", cluster.describe()))?;
+    let after = f.restarted.elapsed();
+    println!(
+        "leadership of {topic}/0 back on preferred broker {} {} after its restart: {back:?} (was {:?})",
+        f.preferred,
+        secs(after),
+        f.state
+    );
+    ensure!(
+        back.isr.contains(&f.preferred) && back.leader_epoch > f.state.leader_epoch,
+        "broker {} leads {topic}/0 again but {back:?}; want it in the ISR and an epoch above {}",
+        f.preferred,
+        f.state.leader_epoch
+    );
+    // Every partition ends up on its preferred replica.
+    let all = wait_for(
+        REBALANCE_DEADLINE,
+        &format!("every partition of {topic} to be led by its first replica"),
+        || {
+            let ps = cluster.partitions(&topic)?;
+            Ok(ps
+                .iter()
+                .all(|p| p.replicas.first() == Some(&p.leader))
+                .then_some(ps))
+        },
+    )?;
+    println!(
+        "leaders / replicas: {:?}",
+        all.iter()
+            .map(|p| (p.partition, p.leader, p.replicas.clone()))
+            .collect::<Vec<_>>()
+    );
+    cluster.wait_for_isr(&topic, PARTITIONS, FULL_ISR, HEAL)?;
+    produce_and_consume_still_work(&cluster, &topic, PARTITIONS, &BTreeMap::new())?;
+    cluster.check_no_crash()
+}
+
+#[test]
+fn reassignment_moves_replicas_and_data() -> Result<()> {
+    let mut cluster = Cluster::start(4, ClusterOptions::default())?;
+    let topic = unique_topic("reassign");
+    cluster.create_topic(&topic, 1, 2, &[("min.insync.replicas", "2")])?;
+    let p = first_partition(&cluster, &topic)?;
+    let [a, b] = p.replicas[..] else {
+        bail!("an RF 2 partition with replicas {:?}", p.replicas);
+    };
+    let ids = cluster.ids();
+    let outside: Vec<i32> = ids
+        .iter()
+        .copied()
+        .filter(|id| !p.replicas.contains(id))
+        .collect();
+    let [c, d] = outside[..] else {
+        bail!("4 brokers, replicas {:?}, others {outside:?}", p.replicas);
+    };
+    let before = produce_acked(&cluster.bootstrap(), &topic, 1, 500, "before", "all")?;
+    let log = read_log(&cluster.bootstrap(), &topic, 1)?;
+    cluster.wait_for_replicas_on_to_match(&[a, b], &topic, 0, &log[&0], CONVERGE)?;
+    println!(
+        "{topic}/0: replicas [{a}, {b}], leader {}; {} records; moving to [{b}, {c}] via broker {d}",
+        p.leader,
+        before.len()
+    );
+
+    let epoch_before = wire_partition(&cluster, d, &topic, 0)?.leader_epoch;
+    let mut conn = connect_to(&cluster, d)?;
+    let t = Instant::now();
+    let (code, message) = alter_reassignment(&mut conn, &topic, 0, Some(&[b, c]))?;
+    ensure!(
+        code == 0,
+        "AlterPartitionReassignments {topic}/0 -> [{b}, {c}] answered {} ({message:?}); want NONE",
+        error_name(code)
+    );
+    match list_reassignment(&mut conn, &topic, 0)? {
+        None => println!(
+            "ListPartitionReassignments right after: nothing ongoing (already done, {})",
+            secs(t.elapsed())
+        ),
+        Some((replicas, adding, removing)) => {
+            let mut all = replicas.clone();
+            all.sort_unstable();
+            let mut want = vec![a, b, c];
+            want.sort_unstable();
+            ensure!(
+                adding == [c] && removing == [a] && all == want,
+                "ListPartitionReassignments shows replicas {replicas:?} adding {adding:?} removing {removing:?}; \
+                 want replicas {{{a}, {b}, {c}}} adding [{c}] removing [{a}]"
+            );
+            println!(
+                "ListPartitionReassignments right after: replicas {replicas:?}, adding {adding:?}, removing {removing:?}"
+            );
+        }
+    }
+    let mut isr_bc = vec![b, c];
+    isr_bc.sort_unstable();
+    let done = wait_for(
+        REASSIGN_DEADLINE,
+        &format!("{topic}/0 to have replicas [{b}, {c}] and ISR {isr_bc:?}"),
+        || {
+            let p = first_partition(&cluster, &topic)?;
+            Ok(
+                (p.replicas == [b, c] && p.isr == isr_bc && (p.leader == b || p.leader == c))
+                    .then_some(p),
+            )
+        },
+    )?;
+    let moved_after = t.elapsed();
+    wait_until(
+        CONVERGE,
+        "ListPartitionReassignments to show nothing in progress",
+        || matches!(list_reassignment(&mut conn, &topic, 0), Ok(None)),
+    )?;
+    let state = wire_partition(&cluster, d, &topic, 0)?;
+    println!(
+        "reassignment done {}: {done:?}; broker {d} shows {state:?} (leader epoch was {epoch_before})",
+        secs(moved_after)
+    );
+    ensure!(
+        p.leader != a || state.leader_epoch > epoch_before,
+        "removed replica {a} led {topic}/0; leadership moved to {} but the leader epoch stayed {epoch_before}: {state:?}",
+        state.leader
+    );
+    cluster
+        .wait_for_replicas_on_to_match(&[b, c], &topic, 0, &log[&0], CONVERGE)
+        .with_context(|| format!("new replica {c}"))?;
+    let gone = wait_for(
+        REASSIGN_DEADLINE,
+        &format!("broker {a} (removed) to delete its replica of {topic}/0"),
+        || Ok(cluster.replica_dir(a, &topic, 0)?.is_none().then_some(())),
+    );
+    gone.with_context(|| {
+        format!(
+            "directory still there: {:?}",
+            cluster.replica_dir(a, &topic, 0)
+        )
+    })?;
+    ensure!(
+        cluster.replica_dir(d, &topic, 0)?.is_none(),
+        "broker {d}, never a replica of {topic}/0, has a directory for it"
+    );
+    println!(
+        "broker {c} holds all {} records, identical to the leader's; broker {a} removed its replica directory within {}",
+        log[&0].len(),
+        secs(t.elapsed())
+    );
+    let log = produce_and_consume_still_work(&cluster, &topic, 1, &before)?;
+    cluster.wait_for_replicas_on_to_match(&[b, c], &topic, 0, &log[&0], CONVERGE)?;
+
+    // Refusals.
+    let unknown = 99;
+    let (code, message) = alter_reassignment(&mut conn, &topic, 0, Some(&[b, unknown]))?;
+    ensure!(
+        code == ResponseError::InvalidReplicaAssignment.code(),
+        "a reassignment to unregistered broker {unknown} answered {} ({message:?}); want INVALID_REPLICA_ASSIGNMENT (39)",
+        error_name(code)
+    );
+    println!(
+        "reassignment to broker {unknown}: {} ({message:?})",
+        error_name(code)
+    );
+    let (code, message) = alter_reassignment(&mut conn, &topic, 0, None)?;
+    ensure!(
+        code == ResponseError::NoReassignmentInProgress.code(),
+        "cancelling with nothing in progress answered {} ({message:?}); want NO_REASSIGNMENT_IN_PROGRESS (85)",
+        error_name(code)
+    );
+    println!(
+        "cancel with nothing in progress: {} ({message:?})",
+        error_name(code)
+    );
+    let after = first_partition(&cluster, &topic)?;
+    ensure!(
+        after.replicas == [b, c] && after.isr == isr_bc,
+        "the refused requests changed {topic}/0: {after:?}"
+    );
+    cluster.check_no_crash()
+}
+
+#[test]
+fn unclean_election_is_off_by_default_and_on_when_enabled() -> Result<()> {
+    let mut cluster = Cluster::start(BROKERS, ClusterOptions::default())?;
+    let topic = unique_topic("unclean");
+    cluster.create_topic(&topic, 1, 2, &[("min.insync.replicas", "1")])?;
+    let p = first_partition(&cluster, &topic)?;
+    let leader = p.leader;
+    let follower = *p
+        .replicas
+        .iter()
+        .find(|&&r| r != leader)
+        .context("no follower")?;
+    let bystander = cluster
+        .ids()
+        .into_iter()
+        .find(|id| !p.replicas.contains(id))
+        .context("no third broker")?;
+    let base = produce_acked(&cluster.bootstrap(), &topic, 1, 100, "base", "all")?;
+    let base_log = read_log(&cluster.bootstrap(), &topic, 1)?;
+    cluster.wait_for_replicas_on_to_match(
+        &[leader, follower],
+        &topic,
+        0,
+        &base_log[&0],
+        CONVERGE,
+    )?;
+
+    cluster.pause(follower)?;
+    let paused = Instant::now();
+    let shrink_deadline =
+        Duration::from_millis(REPLICA_LAG_TIME_MAX_MS + SESSION_TIMEOUT_MS) + FAILOVER_DEADLINE;
+    wait_for(
+        shrink_deadline,
+        &format!("the ISR of {topic}/0 to drop paused broker {follower}"),
+        || {
+            let isr = cluster.isr_of(&topic, 0)?;
+            Ok((isr == [leader]).then_some(()))
+        },
+    )?;
+    let left_after = paused.elapsed();
+    // Written after the follower left the ISR: it never fetches these.
+    let tail = produce_acked(
+        &old_leader_bootstrap(&cluster, leader)?,
+        &topic,
+        1,
+        100,
+        "tail",
+        "1",
+    )?;
+    cluster.kill9(leader)?;
+    cluster.resume(follower)?;
+    let killed = Instant::now();
+    println!(
+        "{topic}/0: follower {follower} left the ISR {} after SIGSTOP; {} acks=1 records at {:?} acked by leader {leader} alone; \
+         leader killed, follower resumed",
+        secs(left_after),
+        tail.len(),
+        ranges_of(&tail).get(&0)
+    );
+
+    // The follower is back and registered, but out of sync: with unclean
+    // election off (the default) nobody may lead.
+    let leaderless = wait_for(
+        FAILOVER_DEADLINE,
+        &format!("{topic}/0 to be leaderless with broker {follower} back and {leader} gone"),
+        || {
+            let md = cluster.metadata(Some(&topic))?;
+            let p = md.partitions.and_then(|mut ps| ps.pop());
+            Ok(p.filter(|p| {
+                p.leader < 0
+                    && md.brokers.contains_key(&follower)
+                    && !md.brokers.contains_key(&leader)
+            }))
+        },
+    )?;
+    let wire = wire_partition(&cluster, bystander, &topic, 0)?;
+    println!(
+        "leaderless {} after the kill: rdkafka {leaderless:?}; broker {bystander}: {wire:?}",
+        secs(killed.elapsed())
+    );
+    ensure!(
+        wire.leader == -1
+            && wire.error == ResponseError::LeaderNotAvailable.code()
+            && wire.isr == [leader]
+            && wire.offline.contains(&leader),
+        "broker {bystander} shows {wire:?}; want leader -1, LEADER_NOT_AVAILABLE, ISR [{leader}], {leader} offline"
+    );
+    let hold_end = Instant::now() + LEADERLESS_HOLD;
+    let mut checks = 0;
+    while Instant::now() < hold_end {
+        for id in [follower, bystander] {
+            let p = wire_partition(&cluster, id, &topic, 0)?;
+            ensure!(
+                p.leader == -1,
+                "unclean.leader.election.enable is false (the default), yet broker {id} shows {p:?} \
+                 {} after the kill; out-of-sync follower {follower} must not lead",
+                secs(killed.elapsed())
+            );
+            checks += 1;
+        }
+        // Paces the checks; the loop's deadline is the condition.
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    println!("still leaderless after {checks} checks over {LEADERLESS_HOLD:?}");
+
+    let mut conn = connect_to(&cluster, bystander)?;
+    set_topic_config(&mut conn, &topic, "unclean.leader.election.enable", "true")?;
+    let enabled = Instant::now();
+    let elected = wait_for(
+        FAILOVER_DEADLINE,
+        &format!(
+            "out-of-sync broker {follower} to lead {topic}/0 once unclean election is enabled"
+        ),
+        || {
+            let p = wire_partition(&cluster, bystander, &topic, 0)?;
+            Ok((p.leader == follower).then_some(p))
+        },
+    )
+    .with_context(|| format!("cluster: {}", cluster.describe()))?;
+    println!(
+        "unclean.leader.election.enable=true: broker {follower} leads {} later: {elected:?}",
+        secs(enabled.elapsed())
+    );
+    ensure!(
+        elected.isr == [follower] && elected.leader_epoch > wire.leader_epoch,
+        "after the unclean election {topic}/0 shows {elected:?}; want ISR [{follower}] and an epoch above {}",
+        wire.leader_epoch
+    );
+
+    let log = read_log(&cluster.bootstrap(), &topic, 1)?;
+    check_produced("base (acks=all)", &log, &base)?;
+    let lost: Vec<i64> = tail
+        .iter()
+        .filter(|(&(p, o), value)| value_at(&log, p, o) != Some(value.as_bytes()))
+        .map(|(&(_, o), _)| o)
+        .collect();
+    println!(
+        "unclean election lost {} of {} acks=1 records (offsets {:?}..={:?}); the new leader's log ends at {:?}",
+        lost.len(),
+        tail.len(),
+        lost.first(),
+        lost.last(),
+        log[&0].keys().next_back()
+    );
+    ensure!(
+        lost.len() == tail.len(),
+        "the new leader {follower} was paused before any of the {} tail records was written, yet only {} are missing",
+        tail.len(),
+        lost.len()
+    );
+    let log = produce_and_consume_still_work(&cluster, &topic, 1, &base)?;
+
+    // The old leader comes back as a follower and drops its divergent tail.
+    cluster.restart(leader)?;
+    cluster.wait_for_isr(&topic, 1, 2, HEAL)?;
+    cluster
+        .wait_for_replicas_on_to_match(&[leader, follower], &topic, 0, &log[&0], CONVERGE)
+        .with_context(|| format!("old leader {leader} rejoining new leader {follower}"))?;
+    println!("old leader {leader} rejoined the ISR and holds exactly the new leader's records");
+    cluster.check_no_crash()
 }
