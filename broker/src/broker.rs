@@ -14,7 +14,7 @@ use uuid::Uuid;
 use crate::cluster::controller::{Controller, ControllerConfig};
 use crate::cluster::decide::Settings;
 use crate::cluster::image::{BrokerRegistration, MetadataImage};
-use crate::cluster::messages::{ControllerRequest, ControllerResponse, NewTopic};
+use crate::cluster::messages::{ControllerError, ControllerRequest, ControllerResponse, NewTopic};
 use crate::cluster::quorum::{Quorum, QuorumConfig};
 use crate::config::BrokerConfig;
 use crate::coordinator::{GroupCoordinator, OFFSETS_TOPIC};
@@ -36,6 +36,11 @@ pub enum StartError {
     #[error("cannot start the metadata quorum: {0}")]
     Quorum(String),
 }
+
+/// How long a starting broker waits, at least, to be ready (registered,
+/// `__consumer_offsets` placed and its groups loaded) before it serves
+/// anyway.
+pub const READY_TIMEOUT_MS: u64 = 30_000;
 
 /// How long a broker waits for the controller to answer an admin request.
 const CONTROLLER_TIMEOUT: Duration = Duration::from_secs(30);
@@ -62,6 +67,8 @@ pub struct Broker {
     reconciled: watch::Sender<u64>,
     shutting_down: AtomicBool,
     cancel: CancellationToken,
+    /// The block of producer ids this broker hands out: `(next, end)`.
+    producer_ids: tokio::sync::Mutex<(i64, i64)>,
 }
 
 impl Broker {
@@ -171,6 +178,7 @@ impl Broker {
             reconciled,
             shutting_down: AtomicBool::new(false),
             cancel,
+            producer_ids: tokio::sync::Mutex::new((0, 0)),
         });
         let b = broker.clone();
         let index = image.applied_index;
@@ -259,6 +267,32 @@ impl Broker {
             }
         }
         true
+    }
+
+    /// A producer id no other producer of the cluster has had: from this
+    /// broker's block, asking the controller for a new block when it is used
+    /// up (so ids survive restarts and controller failover).
+    pub async fn new_producer_id(&self) -> Result<i64, ControllerError> {
+        let mut ids = self.producer_ids.lock().await;
+        if ids.0 >= ids.1 {
+            match self
+                .controller_call(ControllerRequest::AllocateProducerIds {
+                    broker: self.node_id(),
+                })
+                .await
+            {
+                ControllerResponse::ProducerIds { start, len } => *ids = (start, start + len),
+                ControllerResponse::Error(e) => return Err(e),
+                other => {
+                    return Err(ControllerError::Quorum(format!(
+                        "unexpected answer to AllocateProducerIds: {other:?}"
+                    )))
+                }
+            }
+        }
+        let id = ids.0;
+        ids.0 += 1;
+        Ok(id)
     }
 
     /// Creates topics with the broker defaults (auto-creation); topics that
@@ -489,6 +523,13 @@ impl Broker {
                 _ = cancel.cancelled() => return,
                 _ = retention.tick() => {
                     self.groups.expire_offsets(now_ms());
+                    let expiration = self.config.producer_id_expiration_ms;
+                    for p in self.topics.all_partitions() {
+                        let gone = p.with_log(|log| log.expire_producers(now_ms(), expiration));
+                        if gone > 0 {
+                            tracing::debug!(partition = %p.dir().display(), producers = gone, "expired idle producer ids");
+                        }
+                    }
                     let b = self.clone();
                     let _ = tokio::task::spawn_blocking(move || b.apply_retention()).await;
                 }
@@ -522,7 +563,10 @@ impl Broker {
     fn checkpoint_all(&self) {
         for topic in self.topics.all() {
             for p in topic.partitions() {
-                if let Err(e) = p.with_log(|log| log.checkpoint()) {
+                if let Err(e) = p.with_log(|log| {
+                    log.checkpoint()?;
+                    log.take_producer_snapshot()
+                }) {
                     tracing::warn!(partition = %p.dir().display(), error = %e, "recovery checkpoint failed");
                 }
             }

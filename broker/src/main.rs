@@ -7,7 +7,7 @@ use std::time::Duration;
 
 use clap::Parser;
 use sluice_broker::alloc::GuardedAlloc;
-use sluice_broker::broker::Broker;
+use sluice_broker::broker::{Broker, READY_TIMEOUT_MS};
 use sluice_broker::config::{BrokerConfig, Cli};
 use sluice_broker::server;
 use tokio::net::TcpListener;
@@ -67,11 +67,14 @@ async fn run(config: BrokerConfig) -> anyhow::Result<()> {
     let broker = Broker::start(config, host, port, controller).await?;
     if !broker
         .wait_ready(Duration::from_millis(
-            broker.config.broker_session_timeout_ms,
+            broker
+                .config
+                .broker_session_timeout_ms
+                .max(READY_TIMEOUT_MS),
         ))
         .await
     {
-        tracing::warn!("not ready within broker.session.timeout.ms (registered with the controller, and __consumer_offsets placed, which needs offsets.topic.replication.factor live brokers); serving anyway");
+        tracing::warn!("not ready within 30 s (registered with the controller, and __consumer_offsets placed, which needs offsets.topic.replication.factor live brokers); serving anyway");
     }
     tracing::info!(node = broker.node_id(), data_dir = %data_dir.display(), advertised = %format!("{}:{}", broker.advertised_host, broker.advertised_port), "broker started");
     println!("sluice-broker listening on {bound}");

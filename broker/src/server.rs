@@ -13,7 +13,7 @@ use tokio::net::TcpListener;
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
-use crate::broker::{Broker, StartError};
+use crate::broker::{Broker, StartError, READY_TIMEOUT_MS};
 use crate::config::BrokerConfig;
 use crate::connection;
 
@@ -63,7 +63,10 @@ pub async fn run(
     let broker = Broker::start(config, host, port, controller).await?;
     broker
         .wait_ready(Duration::from_millis(
-            broker.config.broker_session_timeout_ms,
+            broker
+                .config
+                .broker_session_timeout_ms
+                .max(READY_TIMEOUT_MS),
         ))
         .await;
     serve(broker, listener, shutdown).await;

@@ -221,6 +221,12 @@ impl Cluster {
                 errors.join("\n")
             );
         }
+        // Every broker printed its listening line, but one may have given up
+        // waiting for the others: wait until all are registered.
+        wait_for(Duration::from_secs(60), "every broker registered", || {
+            let md = fetch_metadata(&cluster.bootstrap(), None)?;
+            Ok((md.brokers.len() == n).then_some(()))
+        })?;
         eprintln!("cluster started: {}", cluster.describe());
         Ok(cluster)
     }

@@ -22,6 +22,9 @@ use super::messages::{ControllerError, ControllerRequest, ControllerResponse, Ne
 use super::quorum::{ControllerService, Quorum};
 use crate::coordinator::OFFSETS_TOPIC;
 
+/// Producer ids handed to a broker at a time (Kafka's block size).
+pub const PRODUCER_ID_BLOCK: i64 = 1000;
+
 /// What the controller needs besides the decision settings.
 #[derive(Debug, Clone)]
 pub struct ControllerConfig {
@@ -331,6 +334,21 @@ impl Controller {
                     }
                 }
                 self.outcomes(records, outcomes).await
+            }
+            ControllerRequest::AllocateProducerIds { broker } => {
+                let start = image.next_producer_id.max(0);
+                let record = MetadataRecord::AllocateProducerIds {
+                    broker,
+                    start,
+                    len: PRODUCER_ID_BLOCK,
+                };
+                match self.write(vec![record]).await {
+                    Ok(_) => ControllerResponse::ProducerIds {
+                        start,
+                        len: PRODUCER_ID_BLOCK,
+                    },
+                    Err(e) => error(e),
+                }
             }
             ControllerRequest::AlterReassignments { reassignments } => {
                 let mut outcomes = Vec::new();

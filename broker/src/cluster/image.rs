@@ -119,6 +119,10 @@ pub struct MetadataImage {
     pub topics: BTreeMap<String, TopicImage>,
     /// Index of the last metadata-log entry applied (0: none).
     pub applied_index: u64,
+    /// The first producer id not yet handed out (blocks of ids go to
+    /// brokers, which give them to idempotent producers).
+    #[serde(default)]
+    pub next_producer_id: i64,
 }
 
 /// One change of the metadata, as written to the metadata log.
@@ -155,6 +159,12 @@ pub enum MetadataRecord {
     SetTopicConfigs {
         topic: String,
         configs: BTreeMap<String, String>,
+    },
+    /// Producer ids `start..start + len` now belong to `broker`.
+    AllocateProducerIds {
+        broker: i32,
+        start: i64,
+        len: i64,
     },
     /// The new state of one partition, replacing the old one whole.
     ChangePartition {
@@ -254,6 +264,9 @@ impl MetadataImage {
                 if let Some(t) = self.topics.get_mut(topic) {
                     t.configs = configs.clone();
                 }
+            }
+            MetadataRecord::AllocateProducerIds { start, len, .. } => {
+                self.next_producer_id = self.next_producer_id.max(start.saturating_add(*len));
             }
             MetadataRecord::ChangePartition {
                 topic,

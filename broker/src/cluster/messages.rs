@@ -63,6 +63,11 @@ pub enum ControllerRequest {
         partitions: Option<Vec<(String, i32)>>,
         unclean: bool,
     },
+    /// A block of producer ids for the broker to hand out (Kafka's
+    /// AllocateProducerIds).
+    AllocateProducerIds {
+        broker: i32,
+    },
     /// `None` as the replica list cancels the reassignment of that partition.
     AlterReassignments {
         reassignments: Vec<(String, i32, Option<Vec<i32>>)>,
@@ -131,5 +136,10 @@ pub enum ControllerResponse {
         applied_index: u64,
     },
     Partition(PartitionState),
+    /// Producer ids `start..start + len`.
+    ProducerIds {
+        start: i64,
+        len: i64,
+    },
     Error(ControllerError),
 }

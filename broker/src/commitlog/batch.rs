@@ -550,6 +550,9 @@ pub mod field {
     pub const BASE_TIMESTAMP: usize = super::BASE_TIMESTAMP_AT;
     pub const MAX_TIMESTAMP: usize = super::MAX_TIMESTAMP_AT;
     pub const RECORD_COUNT: usize = super::RECORD_COUNT_AT;
+    pub const PRODUCER_ID: usize = super::PRODUCER_ID_AT;
+    pub const PRODUCER_EPOCH: usize = super::PRODUCER_EPOCH_AT;
+    pub const BASE_SEQUENCE: usize = super::BASE_SEQUENCE_AT;
 }
 
 #[cfg(test)]

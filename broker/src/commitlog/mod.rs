@@ -11,6 +11,9 @@
 //! - [`epoch`]: the leader-epoch cache (`leader-epoch-checkpoint`) that
 //!   replication uses to find where a follower's log diverges.
 //! - `retention`: time- and size-based deletion of old segments.
+//! - [`producer_state`]: per producer id, the epoch and last batches written
+//!   (`{offset:020}.snapshot`), so the leader refuses sequence gaps and
+//!   answers a retried batch with its original offsets.
 //!
 //! A [`Log`] is used behind the partition's mutex: every method is synchronous and
 //! short. The only fsyncs inside [`Log::append`] are of the directory and of small
@@ -20,6 +23,7 @@
 pub mod batch;
 pub mod epoch;
 mod index;
+pub mod producer_state;
 mod recovery;
 mod retention;
 mod segment;
@@ -37,6 +41,7 @@ use bytes::Bytes;
 
 pub use batch::BatchError;
 pub use epoch::{EpochEntry, LeaderEpochCache};
+pub use producer_state::{Check, ProducerError, ProducerStateManager};
 pub use retention::{DeletedSegment, DeletionReason, RetentionReport};
 
 use recovery::{LOG_START_OFFSET_FILE, RECOVERY_POINT_FILE};
@@ -70,6 +75,9 @@ pub enum Error {
          the follower must fetch from its log end offset (truncating first if it diverged)"
     )]
     NonContiguous { expected: i64, got: i64 },
+    /// An idempotent producer's batch out of sequence or from a fenced epoch.
+    #[error(transparent)]
+    Producer(#[from] ProducerError),
 }
 
 /// Maps an `io::Error` to [`Error::Io`] naming `path`.
@@ -116,11 +124,15 @@ impl Default for LogConfig {
 pub struct AppendInfo {
     /// Offset given to the first record.
     pub base_offset: i64,
-    /// Offset of the last record (`log_end_offset() - 1` after the append).
+    /// Offset of the last record (`log_end_offset() - 1` after an append
+    /// that was not a duplicate).
     pub last_offset: i64,
     /// Largest batch `maxTimestamp` of the payload (-1 if none).
     pub max_timestamp: i64,
     pub record_count: u64,
+    /// The payload was a retry of batches already written: nothing was
+    /// written, and the offsets and timestamp are those of the originals.
+    pub duplicate: bool,
 }
 
 /// Files to fsync so that everything below `end_offset` is durable, taken under
@@ -179,6 +191,9 @@ pub struct Log {
     /// written, truncated after the log is. A crash between the two leaves
     /// entries outside the log, which opening cuts off.
     epochs: LeaderEpochCache,
+    /// Updated after each write; rebuilt from snapshots and batch headers
+    /// when the log is opened or truncated.
+    producers: ProducerStateManager,
 }
 
 impl fmt::Debug for Log {
@@ -190,6 +205,7 @@ impl fmt::Debug for Log {
             .field("recovery_point", &self.recovery_point)
             .field("segments", &self.segments.len())
             .field("latest_epoch", &self.epochs.latest_epoch())
+            .field("producers", &self.producers.len())
             .field("poisoned", &self.poisoned)
             .finish()
     }
@@ -212,6 +228,7 @@ impl Log {
             loaded.log_start_offset,
             loaded.next_offset,
         )?;
+        let producers = recovery::load_producer_state(dir, &loaded.segments, loaded.next_offset)?;
         Ok(Log {
             dir: dir.to_path_buf(),
             config,
@@ -224,6 +241,7 @@ impl Log {
             target_generation: AtomicU64::new(0),
             poisoned: None,
             epochs,
+            producers,
         })
     }
 
@@ -352,6 +370,12 @@ impl Log {
 
     /// [`Log::append`], optionally stamping every batch with the broker's
     /// clock (`message.timestamp.type=LogAppendTime`).
+    ///
+    /// Batches of idempotent producers are checked against the producer
+    /// state first ([`ProducerStateManager::check_payload`]): a failed check
+    /// is [`Error::Producer`] and writes nothing; a payload that was written
+    /// before writes nothing either and is answered with the original offsets
+    /// ([`AppendInfo::duplicate`]).
     pub fn append_with(
         &mut self,
         records: &[u8],
@@ -362,6 +386,21 @@ impl Log {
         self.check_writable()?;
         let summary = batch::validate_payload(records)?;
         let base_offset = self.next_offset;
+        let planned = planned_offsets(records, base_offset);
+        if let Check::Duplicate {
+            first_offset,
+            last_offset,
+            max_timestamp,
+        } = self.producers.check_payload(&planned)?
+        {
+            return Ok(AppendInfo {
+                base_offset: first_offset,
+                last_offset,
+                max_timestamp,
+                record_count: summary.records,
+                duplicate: true,
+            });
+        }
         let last_offset = base_offset + summary.offsets - 1;
         if self.active().should_roll(
             &self.config,
@@ -404,6 +443,12 @@ impl Log {
             }
         };
         self.next_offset = next;
+        for (mut header, first_offset, last_offset) in planned {
+            if log_append_time {
+                header.max_timestamp = now_ms;
+            }
+            self.producers.update(&header, first_offset, last_offset);
+        }
         Ok(AppendInfo {
             base_offset,
             last_offset: next - 1,
@@ -413,6 +458,7 @@ impl Log {
                 summary.max_timestamp
             },
             record_count: summary.records,
+            duplicate: false,
         })
     }
 
@@ -422,6 +468,8 @@ impl Log {
     /// ([`Error::NonContiguous`] otherwise, nothing written). Each batch's
     /// `partitionLeaderEpoch` feeds the epoch cache, so the follower can answer
     /// OffsetsForLeaderEpoch like the leader. An empty payload writes nothing.
+    /// The producer state is updated without checks (the leader made them),
+    /// so that this replica deduplicates retries if it becomes the leader.
     pub fn append_replicated(&mut self, records: &[u8]) -> Result<AppendInfo, Error> {
         self.check_writable()?;
         let base_offset = self.next_offset;
@@ -431,13 +479,16 @@ impl Log {
                 last_offset: base_offset - 1,
                 max_timestamp: -1,
                 record_count: 0,
+                duplicate: false,
             });
         }
         let summary = batch::validate_payload(records)?;
         let mut next = base_offset;
         let mut epochs = Vec::new();
+        let mut written = Vec::new();
         for item in batch::headers(records) {
             let (_, header) = item?;
+            written.push(header);
             if header.base_offset != next {
                 return Err(Error::NonContiguous {
                     expected: next,
@@ -471,11 +522,16 @@ impl Log {
             return Err(self.poisoned_io(&path, e));
         }
         self.next_offset = next;
+        for header in &written {
+            self.producers
+                .update(header, header.base_offset, header.last_offset());
+        }
         Ok(AppendInfo {
             base_offset,
             last_offset: next - 1,
             max_timestamp: summary.max_timestamp,
             record_count: summary.records,
+            duplicate: false,
         })
     }
 
@@ -503,7 +559,46 @@ impl Log {
             let dir = self.dir.clone();
             return Err(self.poisoned_io(&dir, e));
         }
+        // The state of every batch below the new segment. Only an
+        // optimisation (opening replays from an older snapshot), so a failure
+        // does not fail the append.
+        if let Err(e) = self.producers.take_snapshot(self.next_offset) {
+            tracing::warn!(dir = %self.dir.display(), error = %e, "could not snapshot the producer state");
+        }
         Ok(())
+    }
+
+    /// Deletes the producer state snapshots below the first segment: what
+    /// they describe beyond a newer snapshot is gone with the segments. Only
+    /// logged on failure, as such a snapshot is still correct.
+    pub(crate) fn delete_old_producer_snapshots(&self) {
+        let first = self.segments[0].base_offset();
+        if let Err(e) = producer_state::delete_snapshots_where(&self.dir, |o| o < first) {
+            tracing::warn!(dir = %self.dir.display(), error = %e, "could not delete old producer state snapshots");
+        }
+    }
+
+    /// Number of producer ids with state in this partition.
+    pub fn producer_count(&self) -> usize {
+        self.producers.len()
+    }
+
+    /// The producer state (read-only).
+    pub fn producer_state(&self) -> &ProducerStateManager {
+        &self.producers
+    }
+
+    /// Forgets producers whose latest batch is `expiration_ms` or more older
+    /// than `now_ms` (`producer.id.expiration.ms`). Returns how many.
+    pub fn expire_producers(&mut self, now_ms: i64, expiration_ms: i64) -> usize {
+        self.producers.expire(now_ms, expiration_ms)
+    }
+
+    /// Writes a snapshot of the producer state at the log end (for the
+    /// periodic checkpoint), unless the latest snapshot already holds it.
+    pub fn take_producer_snapshot(&mut self) -> Result<(), Error> {
+        self.check_writable()?;
+        self.producers.take_snapshot(self.next_offset)
     }
 
     fn out_of_range(&self, offset: i64) -> Error {
@@ -653,6 +748,9 @@ impl Log {
         for seg in self.segments.drain(..n) {
             seg.delete();
         }
+        if n > 0 {
+            self.delete_old_producer_snapshots();
+        }
         let truncated = self.epochs.truncate_from_start(offset);
         self.poison_on_io(truncated)?;
         Ok(offset)
@@ -740,6 +838,11 @@ impl Log {
         if offset < self.log_start_offset {
             return Err(self.out_of_range(offset));
         }
+        // Snapshots above the cut hold batches about to go. Deleted first, so
+        // that no crash leaves one to be loaded once their offsets are
+        // written again.
+        let stale = producer_state::delete_snapshots_where(&self.dir, |o| o > offset);
+        self.poison_on_io(stale)?;
         let mut deleted = false;
         while self.segments.len() > 1 && self.active().base_offset() >= offset {
             if let Some(seg) = self.segments.pop() {
@@ -765,6 +868,8 @@ impl Log {
         // and so must an epoch that started in it.
         let truncated = self.epochs.truncate_from_end(self.next_offset);
         self.poison_on_io(truncated)?;
+        let reloaded = recovery::load_producer_state(&self.dir, &self.segments, self.next_offset);
+        self.producers = self.poison_on_io(reloaded)?;
         if self.log_start_offset > self.next_offset {
             self.log_start_offset = self.next_offset;
             recovery::write_checkpoint(&self.dir, LOG_START_OFFSET_FILE, self.log_start_offset)?;
@@ -774,9 +879,9 @@ impl Log {
 
     /// Empties the log and restarts it at `offset`: every segment is deleted,
     /// one empty segment starts at `offset`, which becomes log start, log end
-    /// and recovery point, and the epoch cache is cleared. For a follower whose
-    /// log end is below the leader's log start (or that must otherwise start
-    /// over). Any failure poisons the log.
+    /// and recovery point, and the epoch cache and producer state are
+    /// cleared. For a follower whose log end is below the leader's log start
+    /// (or that must otherwise start over). Any failure poisons the log.
     pub fn truncate_fully_and_start_at(&mut self, offset: i64) -> Result<(), Error> {
         self.check_writable()?;
         if offset < 0 {
@@ -789,8 +894,9 @@ impl Log {
     /// The steps of [`Log::truncate_fully_and_start_at`], ordered so that a
     /// crash at any point opens as a consistent log, the old one (perhaps
     /// starting later) or the new one:
-    /// - the epoch file goes first, so an open that still finds old segments
-    ///   rebuilds the cache from them rather than trusting a half-updated one;
+    /// - the epoch file and producer snapshots go first, so an open that
+    ///   still finds old segments rebuilds both from them rather than trusting
+    ///   half-updated files;
     /// - the log start checkpoint comes next: with old segments still there,
     ///   opening either serves them from `offset` on or, if they end below
     ///   it, deletes them and starts empty at `offset`, the intended result;
@@ -798,6 +904,8 @@ impl Log {
     ///   never leaves the log without segments.
     fn restart_at(&mut self, offset: i64) -> Result<(), Error> {
         self.epochs.remove_file()?;
+        producer_state::delete_snapshots_where(&self.dir, |_| true)?;
+        self.producers = ProducerStateManager::empty(&self.dir);
         recovery::write_checkpoint(&self.dir, LOG_START_OFFSET_FILE, offset)?;
         let now_ms = wall_clock_ms();
         let fresh = match self.segments.iter().position(|s| s.base_offset() == offset) {
@@ -824,8 +932,9 @@ impl Log {
         self.epochs.clear_and_persist()
     }
 
-    /// Clean shutdown: trims the active segment's indexes, flushes everything and
-    /// writes the recovery point.
+    /// Clean shutdown: trims the active segment's indexes, flushes everything,
+    /// writes the recovery point and snapshots the producer state at the log
+    /// end.
     pub fn close(mut self) -> Result<(), Error> {
         self.check_writable()?;
         let last = self.segments.len() - 1;
@@ -838,7 +947,8 @@ impl Log {
         self.segments[last]
             .sync_indexes()
             .map_err(io_at(self.segments[last].log_path()))?;
-        self.checkpoint()
+        self.checkpoint()?;
+        self.producers.take_snapshot(self.next_offset)
     }
 
     /// Deletes the partition directory and everything in it (DeleteTopics).
@@ -847,6 +957,20 @@ impl Log {
         drop(self);
         fs::remove_dir_all(&dir).map_err(io_at(&dir))
     }
+}
+
+/// Each batch of a validated leader payload with the offsets it will take
+/// when written at `base_offset`.
+fn planned_offsets(records: &[u8], base_offset: i64) -> Vec<(batch::BatchHeader, i64, i64)> {
+    let mut next = base_offset;
+    batch::headers(records)
+        .flatten()
+        .map(|(_, header)| {
+            let first = next;
+            next += i64::from(header.last_offset_delta) + 1;
+            (header, first, next - 1)
+        })
+        .collect()
 }
 
 /// In the batch at `pos`, the first record at or after `log_start` whose

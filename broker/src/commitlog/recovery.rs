@@ -8,6 +8,7 @@ use std::io::{self, Write};
 use std::path::{Path, PathBuf};
 
 use super::epoch::LeaderEpochCache;
+use super::producer_state::{self, ProducerStateManager};
 use super::segment::{
     self, delete_segment_files, Segment, DELETED_SUFFIX, INDEX_EXT, LOG_EXT, TIME_INDEX_EXT,
 };
@@ -300,6 +301,83 @@ fn rebuild_epoch_cache(
     // Written even when empty, so the next open does not scan again.
     cache.persist()?;
     Ok(cache)
+}
+
+/// The producer state of a log of `segments` ending at `next_offset`: the
+/// latest snapshot within the log, then the batch headers from its offset to
+/// the log end replayed (the whole log without a snapshot). Snapshots above
+/// the log end hold batches a crash or a truncation removed, those below the
+/// first segment batches retention removed; both are deleted, as are corrupt
+/// ones. If anything was replayed, a snapshot at the log end spares the next
+/// open the replay.
+pub(crate) fn load_producer_state(
+    dir: &Path,
+    segments: &[Segment],
+    next_offset: i64,
+) -> Result<ProducerStateManager, Error> {
+    let first = segments.first().map_or(next_offset, Segment::base_offset);
+    let (usable, stale): (Vec<i64>, Vec<i64>) = producer_state::list_snapshots(dir)?
+        .into_iter()
+        .partition(|&o| first <= o && o <= next_offset);
+    if !stale.is_empty() {
+        tracing::info!(
+            dir = %dir.display(),
+            snapshots = ?stale,
+            first_segment = first,
+            log_end_offset = next_offset,
+            "deleting producer state snapshots outside the log"
+        );
+        producer_state::delete_snapshots(dir, &stale)?;
+    }
+    let mut from = first;
+    let mut state = None;
+    for &offset in usable.iter().rev() {
+        if let Some(loaded) = ProducerStateManager::load_snapshot(dir, offset)? {
+            from = offset;
+            state = Some(loaded);
+            break;
+        }
+        producer_state::delete_snapshots(dir, &[offset])?;
+    }
+    let mut state = state.unwrap_or_else(|| ProducerStateManager::empty(dir));
+    let mut replayed = 0u64;
+    for seg in segments.iter().filter(|s| s.next_offset() > from) {
+        let scanned = seg.scan_from(from.max(seg.base_offset()), |_, h| {
+            // A batch straddling `from` is in the snapshot already.
+            if h.base_offset >= from {
+                state.update(h, h.base_offset, h.last_offset());
+                replayed += 1;
+            }
+            Ok(true)
+        });
+        match scanned {
+            Ok(()) => {}
+            // Damaged headers in a segment below the recovery point, which
+            // recovery trusted unread: serve the log with the state of what
+            // could be read rather than not at all.
+            Err(e) if e.kind() == io::ErrorKind::InvalidData => {
+                tracing::warn!(
+                    segment = %seg.log_path().display(),
+                    error = %e,
+                    "damaged batch header: the producer state misses the batches after it"
+                );
+                break;
+            }
+            Err(e) => return Err(io_at(seg.log_path())(e)),
+        }
+    }
+    if replayed > 0 {
+        tracing::info!(
+            dir = %dir.display(),
+            from,
+            log_end_offset = next_offset,
+            batches = replayed,
+            producers = state.len(),
+            "rebuilt producer state from the batch headers"
+        );
+        state.take_snapshot(next_offset)?;
+    }
+    Ok(state)
 }
 
 fn seg_path(seg: &Segment) -> &Path {

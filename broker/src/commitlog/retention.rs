@@ -110,12 +110,16 @@ impl Log {
             self.config.retention_bytes,
             now_ms,
         );
-        for (seg, reason) in self.segments.drain(..reasons.len()).zip(reasons) {
+        let deleting = reasons.len();
+        for (seg, reason) in self.segments.drain(..deleting).zip(reasons) {
             report.deleted_segments += 1;
             report.deleted_bytes += seg.size();
             report.deleted.push(describe(&seg, reason));
             tracing::info!(segment = %seg.log_path().display(), ?reason, "deleting segment");
             seg.delete();
+        }
+        if deleting > 0 {
+            self.delete_old_producer_snapshots();
         }
         self.log_start_offset = self.log_start_offset.max(self.segments[0].base_offset());
         report.log_start_offset = self.log_start_offset;

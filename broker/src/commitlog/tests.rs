@@ -57,7 +57,8 @@ fn append_assigns_offsets_and_stamps_the_leader_epoch() {
             base_offset: 0,
             last_offset: 2,
             max_timestamp: 1_002,
-            record_count: 3
+            record_count: 3,
+            duplicate: false
         }
     );
     let mut two = batch(2, 2_000, 10);
@@ -1055,4 +1056,419 @@ fn delete_records_and_retention_move_the_first_epoch_entry() {
     assert_eq!(report.log_start_offset, 8);
     assert_eq!(log.epoch_entries(), vec![(3, 8), (4, 10)]);
     assert_eq!(epoch_file(dir.path()), "0\n2\n3 8\n4 10\n");
+}
+
+// Producer state (idempotent producer).
+
+const PID: i64 = 4242;
+
+/// [`batch`] of producer `pid` at `epoch`, starting at sequence `seq`.
+fn producer_batch(pid: i64, epoch: i16, seq: i32, n: usize, ts: i64) -> Vec<u8> {
+    use batch::field;
+    let mut b = batch(n, ts, 10);
+    b[field::PRODUCER_ID..field::PRODUCER_ID + 8].copy_from_slice(&pid.to_be_bytes());
+    b[field::PRODUCER_EPOCH..field::PRODUCER_EPOCH + 2].copy_from_slice(&epoch.to_be_bytes());
+    b[field::BASE_SEQUENCE..field::BASE_SEQUENCE + 4].copy_from_slice(&seq.to_be_bytes());
+    batch::fix_crc(&mut b);
+    b
+}
+
+/// Batches of 2 records of [`PID`], epoch 0, at sequences 0, 2, 4, ...
+fn producer_batches(n: usize) -> Vec<Vec<u8>> {
+    (0..n)
+        .map(|i| producer_batch(PID, 0, 2 * i as i32, 2, 1_000 + i as i64))
+        .collect()
+}
+
+fn snapshots(dir: &Path) -> Vec<i64> {
+    producer_state::list_snapshots(dir).unwrap()
+}
+
+fn assert_duplicate(log: &mut Log, retry: &[u8], base_offset: i64, last_offset: i64) {
+    let (end, size) = (log.log_end_offset(), log.size_bytes());
+    let info = log.append(retry, EPOCH, 0).unwrap();
+    assert!(info.duplicate, "{info:?}");
+    assert_eq!(
+        (info.base_offset, info.last_offset),
+        (base_offset, last_offset)
+    );
+    assert_eq!((log.log_end_offset(), log.size_bytes()), (end, size));
+}
+
+#[test]
+fn a_retried_batch_is_answered_with_the_original_offsets_and_not_written() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut log = Log::open(dir.path(), small_config()).unwrap();
+    log.append(&batch(3, 0, 10), EPOCH, 0).unwrap();
+    let first = producer_batch(PID, 0, 0, 2, 500);
+    let info = log.append(&first, EPOCH, 0).unwrap();
+    assert!(!info.duplicate);
+    assert_eq!((info.base_offset, info.last_offset), (3, 4));
+    assert_eq!(log.producer_count(), 1);
+    log.append(&producer_batch(PID, 0, 2, 1, 600), EPOCH, 0)
+        .unwrap();
+
+    let end = log.log_end_offset();
+    let info = log.append(&first, EPOCH, 0).unwrap();
+    assert_eq!(
+        info,
+        AppendInfo {
+            base_offset: 3,
+            last_offset: 4,
+            max_timestamp: 501,
+            record_count: 2,
+            duplicate: true
+        }
+    );
+    assert_eq!(log.log_end_offset(), end);
+    assert_eq!(read_all(&log), vec![(0, 2), (3, 4), (5, 5)]);
+    // The sequence goes on from the last batch written.
+    let info = log
+        .append(&producer_batch(PID, 0, 3, 1, 700), EPOCH, 0)
+        .unwrap();
+    assert_eq!((info.base_offset, info.duplicate), (6, false));
+}
+
+#[test]
+fn a_sequence_gap_is_out_of_order_and_writes_nothing() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut log = Log::open(dir.path(), small_config()).unwrap();
+    let err = log
+        .append(&producer_batch(PID, 0, 1, 1, 0), EPOCH, 0)
+        .unwrap_err();
+    assert!(matches!(
+        err,
+        Error::Producer(ProducerError::UnknownProducerId(PID))
+    ));
+    log.append(&producer_batch(PID, 0, 0, 2, 0), EPOCH, 0)
+        .unwrap();
+    let err = log
+        .append(&producer_batch(PID, 0, 3, 1, 0), EPOCH, 0)
+        .unwrap_err();
+    assert!(matches!(
+        err,
+        Error::Producer(ProducerError::OutOfOrderSequence {
+            producer_id: PID,
+            expected: 2,
+            got: 3
+        })
+    ));
+    assert!(err.to_string().contains("expected 2, got 3"), "{err}");
+    assert_eq!(log.log_end_offset(), 2);
+    assert!(!log.is_poisoned());
+}
+
+#[test]
+fn an_older_epoch_is_fenced_and_a_new_epoch_restarts_at_sequence_zero() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut log = Log::open(dir.path(), small_config()).unwrap();
+    log.append(&producer_batch(PID, 1, 0, 2, 0), EPOCH, 0)
+        .unwrap();
+    let err = log
+        .append(&producer_batch(PID, 0, 2, 1, 0), EPOCH, 0)
+        .unwrap_err();
+    assert!(matches!(
+        err,
+        Error::Producer(ProducerError::InvalidProducerEpoch {
+            producer_id: PID,
+            current: 1,
+            got: 0
+        })
+    ));
+    let err = log
+        .append(&producer_batch(PID, 2, 2, 1, 0), EPOCH, 0)
+        .unwrap_err();
+    assert!(matches!(
+        err,
+        Error::Producer(ProducerError::OutOfOrderSequence {
+            expected: 0,
+            got: 2,
+            ..
+        })
+    ));
+    let info = log
+        .append(&producer_batch(PID, 2, 0, 1, 0), EPOCH, 0)
+        .unwrap();
+    assert_eq!((info.base_offset, info.duplicate), (2, false));
+    // The old epoch is fenced now.
+    assert!(log
+        .append(&producer_batch(PID, 1, 2, 1, 0), EPOCH, 0)
+        .is_err());
+    assert_eq!(log.log_end_offset(), 3);
+}
+
+#[test]
+fn only_the_last_five_batches_are_recognised_as_retries() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut log = Log::open(dir.path(), small_config()).unwrap();
+    let sent = producer_batches(6);
+    for b in &sent {
+        log.append(b, EPOCH, 0).unwrap();
+    }
+    let err = log.append(&sent[0], EPOCH, 0).unwrap_err();
+    assert!(matches!(
+        err,
+        Error::Producer(ProducerError::OutOfOrderSequence {
+            expected: 12,
+            got: 0,
+            ..
+        })
+    ));
+    for (i, b) in sent.iter().enumerate().skip(1) {
+        let first = 2 * i as i64;
+        assert_duplicate(&mut log, b, first, first + 1);
+    }
+}
+
+#[test]
+fn a_payload_is_a_duplicate_only_if_every_batch_is() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut log = Log::open(dir.path(), small_config()).unwrap();
+    let sent = producer_batches(4);
+    log.append(&sent[..2].concat(), EPOCH, 0).unwrap();
+    // Two batches in one payload: the second is checked after the first.
+    log.append(&sent[2..].concat(), EPOCH, 0).unwrap();
+    assert_eq!(log.log_end_offset(), 8);
+    assert_duplicate(&mut log, &sent[1..3].concat(), 2, 5);
+    let next = producer_batch(PID, 0, 8, 1, 0);
+    let err = log
+        .append(&[&sent[3][..], &next[..]].concat(), EPOCH, 0)
+        .unwrap_err();
+    assert!(matches!(
+        err,
+        Error::Producer(ProducerError::OutOfOrderSequence { .. })
+    ));
+    let err = log
+        .append(&[&batch(1, 0, 10)[..], &sent[3][..]].concat(), EPOCH, 0)
+        .unwrap_err();
+    assert!(matches!(err, Error::Producer(_)));
+    assert_eq!(log.log_end_offset(), 8);
+}
+
+#[test]
+fn a_log_append_time_retry_reports_the_original_append_time() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut log = Log::open(dir.path(), small_config()).unwrap();
+    let b = producer_batch(PID, 0, 0, 2, 10);
+    let info = log.append_with(&b, EPOCH, 5_000, true).unwrap();
+    assert_eq!(info.max_timestamp, 5_000);
+    let retry = log.append_with(&b, EPOCH, 9_000, true).unwrap();
+    assert!(retry.duplicate);
+    assert_eq!(retry.max_timestamp, 5_000);
+    // Expiration counts from the append time too.
+    assert_eq!(log.expire_producers(5_999, 1_000), 0);
+    assert_eq!(log.expire_producers(6_000, 1_000), 1);
+}
+
+#[test]
+fn expired_producers_are_forgotten() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut log = Log::open(dir.path(), small_config()).unwrap();
+    log.append(&producer_batch(1, 0, 0, 1, 1_000), EPOCH, 0)
+        .unwrap();
+    log.append(&producer_batch(2, 0, 0, 1, 5_000), EPOCH, 0)
+        .unwrap();
+    assert_eq!(log.producer_count(), 2);
+    assert_eq!(log.expire_producers(10_000, 8_000), 1);
+    assert_eq!(log.producer_count(), 1);
+    let err = log
+        .append(&producer_batch(1, 0, 1, 1, 10_000), EPOCH, 0)
+        .unwrap_err();
+    assert!(matches!(
+        err,
+        Error::Producer(ProducerError::UnknownProducerId(1))
+    ));
+    log.append(&producer_batch(2, 0, 1, 1, 10_000), EPOCH, 0)
+        .unwrap();
+    // The expiration survives a snapshot and a reopen.
+    log.close().unwrap();
+    let log = Log::open(dir.path(), small_config()).unwrap();
+    assert_eq!(log.producer_count(), 1);
+    assert!(log.producer_state().entry(1).is_none());
+}
+
+#[test]
+fn producer_state_survives_a_clean_close_in_a_snapshot() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut log = Log::open(dir.path(), small_config()).unwrap();
+    let sent = producer_batches(3);
+    for b in &sent {
+        log.append(b, EPOCH, 0).unwrap();
+    }
+    log.close().unwrap();
+    assert_eq!(snapshots(dir.path()), vec![6]);
+    let mut log = Log::open(dir.path(), small_config()).unwrap();
+    // Loaded, not replayed: nothing new was written.
+    assert_eq!(snapshots(dir.path()), vec![6]);
+    assert_eq!(log.producer_count(), 1);
+    assert_duplicate(&mut log, &sent[0], 0, 1);
+    assert_duplicate(&mut log, &sent[2], 4, 5);
+    let info = log
+        .append(&producer_batch(PID, 0, 6, 1, 0), EPOCH, 0)
+        .unwrap();
+    assert_eq!(info.base_offset, 6);
+}
+
+#[test]
+fn producer_state_survives_a_crash_by_replaying_the_log() {
+    let dir = tempfile::tempdir().unwrap();
+    let sent = producer_batches(12);
+    let config = LogConfig {
+        segment_bytes: 3 * sent[0].len() as u64,
+        ..small_config()
+    };
+    let mut log = Log::open(dir.path(), config.clone()).unwrap();
+    for b in &sent {
+        log.append(b, EPOCH, 0).unwrap();
+    }
+    log.append(&producer_batch(7, 3, 0, 1, 0), EPOCH, 0)
+        .unwrap();
+    // Snapshots at the last three rolls, each at a segment's base offset.
+    assert_eq!(log.segment_count(), 5);
+    assert_eq!(snapshots(dir.path()), vec![12, 18, 24]);
+    drop(log); // a crash: no snapshot at the log end
+
+    let mut log = Log::open(dir.path(), config.clone()).unwrap();
+    assert_eq!(log.producer_count(), 2);
+    assert_eq!(log.producer_state().entry(7).unwrap().epoch, 3);
+    for (i, b) in sent.iter().enumerate().skip(7) {
+        let first = 2 * i as i64;
+        assert_duplicate(&mut log, b, first, first + 1);
+    }
+    // The replay was snapshotted, so the next open need not repeat it.
+    assert_eq!(snapshots(dir.path()), vec![18, 24, 25]);
+
+    // Without any snapshot, the whole log is replayed.
+    drop(log);
+    for offset in snapshots(dir.path()) {
+        fs::remove_file(dir.path().join(producer_state::snapshot_file_name(offset))).unwrap();
+    }
+    let mut log = Log::open(dir.path(), config).unwrap();
+    assert_eq!(log.producer_count(), 2);
+    assert_duplicate(&mut log, &sent[11], 22, 23);
+}
+
+#[test]
+fn a_torn_tail_drops_the_producer_state_of_the_lost_batch() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut log = Log::open(dir.path(), small_config()).unwrap();
+    let sent = producer_batches(3);
+    for b in &sent {
+        log.append(b, EPOCH, 0).unwrap();
+    }
+    log.close().unwrap();
+    let log_file = dir.path().join(segment::file_name(0, "log"));
+    let len = fs::metadata(&log_file).unwrap().len();
+    File::options()
+        .write(true)
+        .open(&log_file)
+        .unwrap()
+        .set_len(len - 5)
+        .unwrap();
+    // A corrupt snapshot is skipped as well.
+    fs::write(
+        dir.path().join(producer_state::snapshot_file_name(2)),
+        b"garbage",
+    )
+    .unwrap();
+
+    let mut log = Log::open(dir.path(), small_config()).unwrap();
+    assert_eq!(log.log_end_offset(), 4);
+    // The snapshot at 6 is past the log end; the one at 2 is corrupt.
+    assert_eq!(snapshots(dir.path()), vec![4]);
+    assert_duplicate(&mut log, &sent[1], 2, 3);
+    let info = log.append(&sent[2], EPOCH, 0).unwrap();
+    assert_eq!((info.base_offset, info.duplicate), (4, false));
+}
+
+#[test]
+fn truncate_to_rebuilds_the_producer_state() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut log = Log::open(dir.path(), small_config()).unwrap();
+    let sent = producer_batches(4);
+    for b in &sent[..2] {
+        log.append(b, EPOCH, 0).unwrap();
+    }
+    log.take_producer_snapshot().unwrap();
+    for b in &sent[2..] {
+        log.append(b, EPOCH, 0).unwrap();
+    }
+    log.take_producer_snapshot().unwrap();
+    assert_eq!(snapshots(dir.path()), vec![4, 8]);
+
+    log.truncate_to(5).unwrap();
+    assert_eq!(log.log_end_offset(), 4);
+    assert_eq!(snapshots(dir.path()), vec![4]);
+    // Batch 2 (offsets 4..6) is gone: written again, not a duplicate.
+    let info = log.append(&sent[2], EPOCH, 0).unwrap();
+    assert_eq!((info.base_offset, info.duplicate), (4, false));
+    assert_duplicate(&mut log, &sent[0], 0, 1);
+    assert_duplicate(&mut log, &sent[2], 4, 5);
+
+    // Truncating below every snapshot replays the log from its start.
+    log.truncate_to(2).unwrap();
+    assert_eq!(snapshots(dir.path()), vec![2]);
+    let info = log.append(&sent[1], EPOCH, 0).unwrap();
+    assert_eq!((info.base_offset, info.duplicate), (2, false));
+    log.truncate_to(0).unwrap();
+    assert_eq!(log.producer_count(), 0);
+}
+
+#[test]
+fn truncate_fully_and_start_at_clears_the_producer_state() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut log = Log::open(dir.path(), small_config()).unwrap();
+    let sent = producer_batches(2);
+    for b in &sent {
+        log.append(b, EPOCH, 0).unwrap();
+    }
+    log.take_producer_snapshot().unwrap();
+    log.truncate_fully_and_start_at(100).unwrap();
+    assert_eq!(log.producer_count(), 0);
+    assert!(snapshots(dir.path()).is_empty());
+    let info = log.append(&sent[0], EPOCH, 0).unwrap();
+    assert_eq!((info.base_offset, info.duplicate), (100, false));
+}
+
+#[test]
+fn a_follower_that_becomes_leader_recognises_retries() {
+    let leader_dir = tempfile::tempdir().unwrap();
+    let follower_dir = tempfile::tempdir().unwrap();
+    let mut leader = Log::open(leader_dir.path(), small_config()).unwrap();
+    let sent = producer_batches(3);
+    for b in &sent {
+        leader.append(b, EPOCH, 0).unwrap();
+    }
+    let mut follower = Log::open(follower_dir.path(), small_config()).unwrap();
+    let fetched: Vec<u8> = batches_from(&leader, 0).concat();
+    follower.append_replicated(&fetched).unwrap();
+    assert_eq!(follower.producer_count(), 1);
+    assert_duplicate(&mut follower, &sent[1], 2, 3);
+    let err = follower
+        .append(&producer_batch(PID, 0, 7, 1, 0), EPOCH + 1, 0)
+        .unwrap_err();
+    assert!(matches!(
+        err,
+        Error::Producer(ProducerError::OutOfOrderSequence { expected: 6, .. })
+    ));
+}
+
+#[test]
+fn retention_deletes_the_snapshots_of_deleted_segments() {
+    let dir = tempfile::tempdir().unwrap();
+    let sent = producer_batches(6);
+    let config = LogConfig {
+        segment_bytes: 2 * sent[0].len() as u64,
+        ..small_config()
+    };
+    let mut log = Log::open(dir.path(), config).unwrap();
+    for b in &sent {
+        log.append(b, EPOCH, 0).unwrap();
+    }
+    assert_eq!(snapshots(dir.path()), vec![4, 8]);
+    log.delete_records_before(9).unwrap();
+    assert_eq!(log.log_start_offset(), 9);
+    assert_eq!(snapshots(dir.path()), vec![8]);
+    // The producer's state outlives its deleted batches.
+    assert_duplicate(&mut log, &sent[2], 4, 5);
 }

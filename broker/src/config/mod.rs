@@ -159,6 +159,9 @@ pub struct BrokerConfig {
     pub group_initial_rebalance_delay_ms: u64,
     pub offsets_topic_num_partitions: i32,
     pub offsets_retention_minutes: i64,
+    /// `producer.id.expiration.ms`: an idempotent producer's state is
+    /// forgotten after this long without a write.
+    pub producer_id_expiration_ms: i64,
     /// `controller.listen`: HOST:PORT the controller quorum listens on. After
     /// [`BrokerConfig::load`] it is set whenever `voters` is non-empty (taken from
     /// this node's voter entry if not given).
@@ -210,6 +213,7 @@ impl Default for BrokerConfig {
             group_initial_rebalance_delay_ms: 3_000,
             offsets_topic_num_partitions: 50,
             offsets_retention_minutes: 10_080,
+            producer_id_expiration_ms: 86_400_000,
             controller_listen: None,
             voters: BTreeMap::new(),
             rack: None,
@@ -1274,6 +1278,19 @@ static BROKER_KEYS: &[BrokerKey] = &[
         },
     },
     BrokerKey {
+        name: "producer.id.expiration.ms",
+        config_type: ConfigType::Int,
+        doc: "How long a partition keeps an idempotent producer's sequence numbers \
+              (for duplicate detection) after its last write.",
+        field: Field::Int {
+            min: 1,
+            max: i32::MAX as i64,
+            unit: "milliseconds",
+            get: |c| c.producer_id_expiration_ms,
+            set: |c, v| c.producer_id_expiration_ms = v,
+        },
+    },
+    BrokerKey {
         name: "offsets.topic.replication.factor",
         config_type: ConfigType::Short,
         doc: "Replication factor of the internal __consumer_offsets topic.",
@@ -1550,6 +1567,7 @@ group.initial.rebalance.delay.ms: 0
 offsets.topic.num.partitions: 3
 offsets.retention.minutes: 60
 offsets.topic.replication.factor: 2
+producer.id.expiration.ms: 600000
 broker.rack: eu-west-1a
 controller.listen: "[::1]:9093"
 controller.quorum.voters: 7@[::1]:9093,8@broker8.example.com:9093
@@ -1603,6 +1621,7 @@ log.segment.delete.delay.ms: 4000
         assert_eq!(c.offsets_topic_num_partitions, 3);
         assert_eq!(c.offsets_retention_minutes, 60);
         assert_eq!(c.offsets_topic_replication_factor, 2);
+        assert_eq!(c.producer_id_expiration_ms, 600_000);
         assert_eq!(c.rack.as_deref(), Some("eu-west-1a"));
         assert_eq!(c.controller_listen.as_deref(), Some("[::1]:9093"));
         assert_eq!(

@@ -32,6 +32,7 @@ mod fetch;
 mod find_coordinator;
 mod heartbeat;
 mod incremental_alter_configs;
+mod init_producer_id;
 mod join_group;
 mod leave_group;
 mod list_groups;
@@ -73,6 +74,7 @@ pub const SUPPORTED: &[(ApiKey, i16, i16)] = &[
     (ApiKey::DeleteGroups, 0, 2),
     (ApiKey::OffsetDelete, 0, 0),
     (ApiKey::OffsetForLeaderEpoch, 2, 4),
+    (ApiKey::InitProducerId, 0, 5),
     (ApiKey::ElectLeaders, 0, 2),
     (ApiKey::AlterPartitionReassignments, 0, 0),
     (ApiKey::ListPartitionReassignments, 0, 0),
@@ -269,6 +271,7 @@ pub async fn dispatch(
             decode(key, version, body)?,
         )?),
         ApiKey::ElectLeaders => elect_leaders::handle(ctx, decode(key, version, body)?)?,
+        ApiKey::InitProducerId => init_producer_id::handle(ctx, decode(key, version, body)?)?,
         ApiKey::AlterPartitionReassignments => {
             alter_partition_reassignments::handle(ctx, decode(key, version, body)?)?
         }
@@ -416,6 +419,17 @@ pub fn log_error(e: &crate::commitlog::Error) -> i16 {
         E::InvalidBatch(b) if b.is_corrupt() => ResponseError::CorruptMessage,
         E::InvalidBatch(_) => ResponseError::InvalidRecord,
         E::OffsetOutOfRange { .. } => ResponseError::OffsetOutOfRange,
+        E::Producer(p) => match p {
+            crate::commitlog::ProducerError::OutOfOrderSequence { .. } => {
+                ResponseError::OutOfOrderSequenceNumber
+            }
+            crate::commitlog::ProducerError::InvalidProducerEpoch { .. } => {
+                ResponseError::InvalidProducerEpoch
+            }
+            crate::commitlog::ProducerError::UnknownProducerId(_) => {
+                ResponseError::UnknownProducerId
+            }
+        },
         _ => ResponseError::KafkaStorageError,
     })
 }
