@@ -1528,7 +1528,17 @@ fn produce_and_consume_still_work(
     before: &BTreeMap<(i32, i64), String>,
 ) -> Result<BTreeMap<i32, ReplicaLog>> {
     let after = produce_acked(&cluster.bootstrap(), topic, partitions, 50, "after", "all")?;
-    let log = read_log(&cluster.bootstrap(), topic, partitions)?;
+    // A leader that took over from the one that acknowledged learns the
+    // high watermark from its followers' next fetches: until then a reader
+    // sees less. Wait for it to cover what was acknowledged.
+    let log = wait_for(
+        Duration::from_secs(30),
+        "the acked records below the high watermark",
+        || {
+            let log = read_log(&cluster.bootstrap(), topic, partitions)?;
+            Ok(check_produced("after", &log, &after).is_ok().then_some(log))
+        },
+    )?;
     check_produced("before", &log, before)?;
     check_produced("after", &log, &after)?;
     println!(
