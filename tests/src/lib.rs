@@ -8,6 +8,8 @@
 //! - [`cluster`]: [`cluster::Cluster`], N brokers sharing one controller
 //!   quorum: kill -9, stop, restart, pause (SIGSTOP) and resume any of them;
 //!   leaders and ISRs from metadata; each replica's log read from its data dir.
+//! - [`chaos`]: what the replication suites share: a seeded nemesis RNG,
+//!   a producer context recording every delivery report and fatal error.
 //! - [`wait`]: polling with deadlines (`wait_until`, `wait_for`); tests never
 //!   synchronise with fixed sleeps.
 //! - [`kafka`]: rdkafka producer / consumer / admin configuration for a
@@ -26,6 +28,7 @@
 
 pub mod batch;
 pub mod broker;
+pub mod chaos;
 pub mod cluster;
 pub mod cmd;
 pub mod group;

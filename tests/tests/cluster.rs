@@ -20,11 +20,11 @@
 //! The nemesis draws from a seeded generator; the seed is printed, and
 //! `SLUICE_NEMESIS_SEED=N` repeats a run's choices.
 
-use std::collections::{BTreeMap, HashMap, HashSet, VecDeque};
+use std::collections::{BTreeMap, HashMap, HashSet};
 use std::fmt;
 use std::path::Path;
-use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
-use std::sync::{Arc, Mutex};
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
@@ -44,11 +44,11 @@ use kafka_protocol::messages::{
     IncrementalAlterConfigsRequest, ListPartitionReassignmentsRequest, MetadataRequest,
 };
 use kafka_protocol::protocol::StrBytes;
-use rdkafka::client::ClientContext;
-use rdkafka::config::{ClientConfig, RDKafkaLogLevel};
+use rdkafka::config::ClientConfig;
 use rdkafka::error::{KafkaError, RDKafkaErrorCode};
-use rdkafka::message::{DeliveryResult, Message};
-use rdkafka::producer::{BaseProducer, BaseRecord, Producer, ProducerContext};
+use rdkafka::message::Message;
+use rdkafka::producer::{BaseProducer, BaseRecord, Producer};
+use sluice_tests::chaos::{error_name, secs, DeliveryLog, Rng};
 use sluice_tests::cluster::{
     log_difference, Cluster, ClusterOptions, PartitionState, ReplicaLog, REPLICA_LAG_TIME_MAX_MS,
     SESSION_TIMEOUT_MS,
@@ -84,137 +84,7 @@ const MIN_ACKED: usize = 1_000;
 const MESSAGE_TIMEOUT_MS: u32 = 20_000;
 
 // ---------------------------------------------------------------------------
-// Nemesis randomness
-
-/// xorshift64*: enough for choosing victims, and repeatable from the seed.
-struct Rng(u64);
-
-impl Rng {
-    fn from_env_or_clock() -> Rng {
-        let seed = std::env::var("SLUICE_NEMESIS_SEED")
-            .ok()
-            .and_then(|s| s.parse::<u64>().ok())
-            .unwrap_or_else(|| sluice_tests::now_ms().unsigned_abs());
-        println!("nemesis seed {seed} (SLUICE_NEMESIS_SEED={seed} repeats the choices)");
-        Rng(seed.max(1))
-    }
-
-    fn next(&mut self) -> u64 {
-        self.0 ^= self.0 >> 12;
-        self.0 ^= self.0 << 25;
-        self.0 ^= self.0 >> 27;
-        self.0.wrapping_mul(0x2545_F491_4F6C_DD1D)
-    }
-
-    fn below(&mut self, n: usize) -> usize {
-        (self.next() % n.max(1) as u64) as usize
-    }
-
-    fn millis(&mut self, lo: u64, hi: u64) -> Duration {
-        Duration::from_millis(lo + self.next() % (hi - lo + 1))
-    }
-}
-
-// ---------------------------------------------------------------------------
 // Producers that remember every acknowledgement
-
-/// Producer context: every delivery report, counts of successes and
-/// failures readable while the producer runs, and librdkafka's recent
-/// warnings for failure messages.
-#[derive(Clone, Default)]
-struct AckLog(Arc<AckLogInner>);
-
-#[derive(Default)]
-struct AckLogInner {
-    acked: AtomicUsize,
-    failed: AtomicUsize,
-    reports: Mutex<Vec<Delivery>>,
-    events: Mutex<VecDeque<String>>,
-}
-
-impl AckLog {
-    fn acked(&self) -> usize {
-        self.0.acked.load(Ordering::Relaxed)
-    }
-
-    fn failed(&self) -> usize {
-        self.0.failed.load(Ordering::Relaxed)
-    }
-
-    fn reported(&self) -> usize {
-        self.acked() + self.failed()
-    }
-
-    fn reports(&self) -> Vec<Delivery> {
-        self.0.reports.lock().map(|r| r.clone()).unwrap_or_default()
-    }
-
-    fn report_for(&self, id: usize) -> Option<Delivery> {
-        self.0
-            .reports
-            .lock()
-            .ok()
-            .and_then(|r| r.iter().find(|d| d.id == id).cloned())
-    }
-
-    fn recent_events(&self) -> String {
-        match self.0.events.lock() {
-            Ok(ev) if !ev.is_empty() => ev.iter().cloned().collect::<Vec<_>>().join("\n"),
-            _ => "(no librdkafka warnings)".to_string(),
-        }
-    }
-
-    fn push_event(&self, line: String) {
-        if let Ok(mut ev) = self.0.events.lock() {
-            if ev.len() == 30 {
-                ev.pop_front();
-            }
-            ev.push_back(line);
-        }
-    }
-}
-
-impl ClientContext for AckLog {
-    fn log(&self, level: RDKafkaLogLevel, fac: &str, log_message: &str) {
-        if (level as i32) <= (RDKafkaLogLevel::Warning as i32) {
-            self.push_event(format!("librdkafka {level:?} {fac}: {log_message}"));
-        }
-    }
-
-    fn error(&self, error: KafkaError, reason: &str) {
-        self.push_event(format!("librdkafka error {error}: {reason}"));
-    }
-}
-
-impl ProducerContext for AckLog {
-    type DeliveryOpaque = usize;
-
-    fn delivery(&self, result: &DeliveryResult<'_>, id: usize) {
-        let d = match result {
-            Ok(m) => {
-                self.0.acked.fetch_add(1, Ordering::Relaxed);
-                Delivery {
-                    id,
-                    partition: m.partition(),
-                    offset: m.offset(),
-                    error: None,
-                }
-            }
-            Err((e, m)) => {
-                self.0.failed.fetch_add(1, Ordering::Relaxed);
-                Delivery {
-                    id,
-                    partition: m.partition(),
-                    offset: -1,
-                    error: Some(e.to_string()),
-                }
-            }
-        };
-        if let Ok(mut all) = self.0.reports.lock() {
-            all.push(d);
-        }
-    }
-}
 
 /// acks=all, no idempotence, retrying until `message_timeout_ms` runs out;
 /// a request to a paused broker gives up after 5 s and is retried.
@@ -232,7 +102,7 @@ fn acks_all_config(bootstrap: &str, message_timeout_ms: u32) -> ClientConfig {
 
 /// `send`, polling while the local queue is full.
 fn send(
-    producer: &BaseProducer<AckLog>,
+    producer: &BaseProducer<DeliveryLog>,
     topic: &str,
     partition: i32,
     id: usize,
@@ -271,7 +141,7 @@ struct Outcome {
 /// a steady rate until [`finish`](Load::finish).
 struct Load {
     stop: Arc<AtomicBool>,
-    logs: Vec<AckLog>,
+    logs: Vec<DeliveryLog>,
     threads: Vec<JoinHandle<Result<Outcome>>>,
 }
 
@@ -287,10 +157,11 @@ impl Load {
         let mut logs = Vec::new();
         let mut threads = Vec::new();
         for i in 0..producers {
-            let log = AckLog::default();
-            let producer: BaseProducer<AckLog> = acks_all_config(bootstrap, message_timeout_ms)
-                .create_with_context(log.clone())
-                .context("creating a load producer")?;
+            let log = DeliveryLog::default();
+            let producer: BaseProducer<DeliveryLog> =
+                acks_all_config(bootstrap, message_timeout_ms)
+                    .create_with_context(log.clone())
+                    .context("creating a load producer")?;
             let (stop, topic, log2) = (Arc::clone(&stop), topic.to_string(), log.clone());
             threads.push(std::thread::spawn(move || {
                 produce_until_stopped(i, &producer, &topic, partitions, &stop, &log2)
@@ -305,11 +176,11 @@ impl Load {
     }
 
     fn acked(&self) -> usize {
-        self.logs.iter().map(AckLog::acked).sum()
+        self.logs.iter().map(DeliveryLog::acked).sum()
     }
 
     fn failed(&self) -> usize {
-        self.logs.iter().map(AckLog::failed).sum()
+        self.logs.iter().map(DeliveryLog::failed).sum()
     }
 
     /// Stops sending, waits for every outstanding delivery report and
@@ -335,11 +206,11 @@ impl Drop for Load {
 
 fn produce_until_stopped(
     i: usize,
-    producer: &BaseProducer<AckLog>,
+    producer: &BaseProducer<DeliveryLog>,
     topic: &str,
     partitions: i32,
     stop: &AtomicBool,
-    log: &AckLog,
+    log: &DeliveryLog,
 ) -> Result<Outcome> {
     let start = Instant::now();
     let mut sent: Vec<String> = Vec::new();
@@ -384,10 +255,10 @@ fn produce_acked(
     tag: &str,
     acks: &str,
 ) -> Result<BTreeMap<(i32, i64), String>> {
-    let log = AckLog::default();
+    let log = DeliveryLog::default();
     let mut config = acks_all_config(bootstrap, 30_000);
     config.set("acks", acks);
-    let producer: BaseProducer<AckLog> = config.create_with_context(log.clone())?;
+    let producer: BaseProducer<DeliveryLog> = config.create_with_context(log.clone())?;
     let mut sent = Vec::new();
     for i in 0..per_partition {
         for p in 0..partitions {
@@ -616,10 +487,6 @@ fn check_replicas(cluster: &Cluster, topic: &str, log: &BTreeMap<i32, ReplicaLog
     Ok(())
 }
 
-fn secs(d: Duration) -> String {
-    format!("{:.1} s", d.as_secs_f64())
-}
-
 // ---------------------------------------------------------------------------
 // Acked writes under kill -9 and SIGSTOP
 
@@ -758,8 +625,8 @@ fn leader_failover_serves_within_session_timeout() -> Result<()> {
     group::wait_consumed(&[&m1, &m2], &ranges_of(&before), CONSUME)?;
 
     // A producer that already talks to the leader, as a running application's would.
-    let probe_log = AckLog::default();
-    let probe: BaseProducer<AckLog> = acks_all_config(&bootstrap, 15_000)
+    let probe_log = DeliveryLog::default();
+    let probe: BaseProducer<DeliveryLog> = acks_all_config(&bootstrap, 15_000)
         .set("linger.ms", "0")
         .create_with_context(probe_log.clone())?;
     send(&probe, &topic, 0, 0, "probe-before-kill")?;
@@ -1276,14 +1143,6 @@ struct WirePartition {
     /// Sorted.
     isr: Vec<i32>,
     offline: Vec<i32>,
-}
-
-/// `NAME (code)` for a Kafka error code.
-fn error_name(code: i16) -> String {
-    match ResponseError::try_from_code(code) {
-        None => "NONE (0)".to_string(),
-        Some(e) => format!("{e:?} ({code})"),
-    }
 }
 
 fn connect_to(cluster: &Cluster, id: i32) -> Result<RawConnection> {

@@ -17,25 +17,24 @@
 //! The nemesis draws from a seeded generator; the seed is printed, and
 //! `SLUICE_NEMESIS_SEED=N` repeats a run's choices.
 
-use std::collections::{BTreeMap, BTreeSet, HashMap, VecDeque};
+use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::fmt;
 use std::process::Command;
-use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
-use std::sync::{Arc, Mutex};
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use anyhow::{bail, ensure, Context, Result};
 use bytes::{Bytes, BytesMut};
-use kafka_protocol::error::ResponseError;
 use kafka_protocol::messages::{
     InitProducerIdRequest, InitProducerIdResponse, MetadataRequest, ProducerId,
 };
-use rdkafka::client::ClientContext;
-use rdkafka::config::{ClientConfig, RDKafkaLogLevel};
+use rdkafka::config::ClientConfig;
 use rdkafka::error::{KafkaError, RDKafkaErrorCode};
-use rdkafka::message::{DeliveryResult, Message};
-use rdkafka::producer::{BaseProducer, BaseRecord, Producer, ProducerContext};
+use rdkafka::message::Message;
+use rdkafka::producer::{BaseProducer, BaseRecord, Producer};
 use sluice_tests::batch::{self, BatchView, TestRecord};
+use sluice_tests::chaos::{error_name, secs, DeliveryLog, Rng};
 use sluice_tests::cluster::{Cluster, ClusterOptions, ReplicaLog};
 use sluice_tests::cmd::{self, find_program};
 use sluice_tests::kafka::{self, Delivery};
@@ -77,149 +76,8 @@ const OUT_OF_ORDER_SEQUENCE_NUMBER: i16 = 45;
 const INVALID_PRODUCER_EPOCH: i16 = 47;
 const UNKNOWN_PRODUCER_ID: i16 = 59;
 
-/// `NAME (code)` for a Kafka error code.
-fn error_name(code: i16) -> String {
-    match ResponseError::try_from_code(code) {
-        None => "NONE (0)".to_string(),
-        Some(e) => format!("{e:?} ({code})"),
-    }
-}
-
-fn secs(d: Duration) -> String {
-    format!("{:.1} s", d.as_secs_f64())
-}
-
-// ---------------------------------------------------------------------------
-// Nemesis randomness
-
-/// xorshift64*: enough for choosing victims, and repeatable from the seed.
-struct Rng(u64);
-
-impl Rng {
-    fn from_env_or_clock() -> Rng {
-        let seed = std::env::var("SLUICE_NEMESIS_SEED")
-            .ok()
-            .and_then(|s| s.parse::<u64>().ok())
-            .unwrap_or_else(|| now_ms().unsigned_abs());
-        println!("nemesis seed {seed} (SLUICE_NEMESIS_SEED={seed} repeats the choices)");
-        Rng(seed.max(1))
-    }
-
-    fn next(&mut self) -> u64 {
-        self.0 ^= self.0 >> 12;
-        self.0 ^= self.0 << 25;
-        self.0 ^= self.0 >> 27;
-        self.0.wrapping_mul(0x2545_F491_4F6C_DD1D)
-    }
-
-    fn below(&mut self, n: usize) -> usize {
-        (self.next() % n.max(1) as u64) as usize
-    }
-
-    fn millis(&mut self, lo: u64, hi: u64) -> Duration {
-        Duration::from_millis(lo + self.next() % (hi - lo + 1))
-    }
-}
-
 // ---------------------------------------------------------------------------
 // An idempotent producer that remembers every acknowledgement
-
-/// Producer context: every delivery report, librdkafka's recent warnings,
-/// and every fatal error it raised (an idempotent producer that loses track
-/// of its sequences goes fatal instead of writing duplicates).
-#[derive(Clone, Default)]
-struct EosLog(Arc<EosLogInner>);
-
-#[derive(Default)]
-struct EosLogInner {
-    acked: AtomicUsize,
-    failed: AtomicUsize,
-    reports: Mutex<Vec<Delivery>>,
-    events: Mutex<VecDeque<String>>,
-    fatal: Mutex<Vec<String>>,
-}
-
-impl EosLog {
-    fn acked(&self) -> usize {
-        self.0.acked.load(Ordering::Relaxed)
-    }
-
-    fn reported(&self) -> usize {
-        self.0.acked.load(Ordering::Relaxed) + self.0.failed.load(Ordering::Relaxed)
-    }
-
-    fn reports(&self) -> Vec<Delivery> {
-        self.0.reports.lock().map(|r| r.clone()).unwrap_or_default()
-    }
-
-    fn fatal(&self) -> Vec<String> {
-        self.0.fatal.lock().map(|f| f.clone()).unwrap_or_default()
-    }
-
-    fn recent_events(&self) -> String {
-        match self.0.events.lock() {
-            Ok(ev) if !ev.is_empty() => ev.iter().cloned().collect::<Vec<_>>().join("\n"),
-            _ => "(no librdkafka warnings)".to_string(),
-        }
-    }
-
-    fn push_event(&self, line: String) {
-        if let Ok(mut ev) = self.0.events.lock() {
-            if ev.len() == 30 {
-                ev.pop_front();
-            }
-            ev.push_back(line);
-        }
-    }
-}
-
-impl ClientContext for EosLog {
-    fn log(&self, level: RDKafkaLogLevel, fac: &str, log_message: &str) {
-        if (level as i32) <= (RDKafkaLogLevel::Warning as i32) {
-            self.push_event(format!("librdkafka {level:?} {fac}: {log_message}"));
-        }
-    }
-
-    fn error(&self, error: KafkaError, reason: &str) {
-        let line = format!("librdkafka error {error}: {reason}");
-        if error.rdkafka_error_code() == Some(RDKafkaErrorCode::Fatal) {
-            if let Ok(mut f) = self.0.fatal.lock() {
-                f.push(line.clone());
-            }
-        }
-        self.push_event(line);
-    }
-}
-
-impl ProducerContext for EosLog {
-    type DeliveryOpaque = usize;
-
-    fn delivery(&self, result: &DeliveryResult<'_>, id: usize) {
-        let d = match result {
-            Ok(m) => {
-                self.0.acked.fetch_add(1, Ordering::Relaxed);
-                Delivery {
-                    id,
-                    partition: m.partition(),
-                    offset: m.offset(),
-                    error: None,
-                }
-            }
-            Err((e, m)) => {
-                self.0.failed.fetch_add(1, Ordering::Relaxed);
-                Delivery {
-                    id,
-                    partition: m.partition(),
-                    offset: -1,
-                    error: Some(e.to_string()),
-                }
-            }
-        };
-        if let Ok(mut all) = self.0.reports.lock() {
-            all.push(d);
-        }
-    }
-}
 
 /// Idempotence with what it implies spelt out: acks=all, retries without
 /// limit, at most 5 requests in flight per connection. A request to a dead
@@ -263,8 +121,8 @@ struct Sent {
 /// Sends `value_of(p, seq)` round-robin over the partitions at [`RATE`]
 /// until `stop`, then flushes and collects every delivery report.
 fn produce_until_stopped(
-    producer: &BaseProducer<EosLog>,
-    log: &EosLog,
+    producer: &BaseProducer<DeliveryLog>,
+    log: &DeliveryLog,
     topic: &str,
     partitions: i32,
     stop: &AtomicBool,
@@ -523,8 +381,8 @@ fn idempotent_producer_survives_leader_kills_exactly_once_in_order() -> Result<(
     let topic = unique_topic("eos-nemesis");
     cluster.create_topic(&topic, PARTITIONS, RF, &[("min.insync.replicas", "2")])?;
 
-    let log = EosLog::default();
-    let producer: BaseProducer<EosLog> = idempotent_config(&cluster.bootstrap_all())
+    let log = DeliveryLog::default();
+    let producer: BaseProducer<DeliveryLog> = idempotent_config(&cluster.bootstrap_all())
         .create_with_context(log.clone())
         .context("creating the idempotent producer")?;
     let stop = Arc::new(AtomicBool::new(false));
