@@ -99,6 +99,11 @@ pub enum InvalidKind {
     LastOffsetDelta(i32),
     #[error("compression codec {0} is unknown (0 to 4 are defined)")]
     Codec(i16),
+    #[error(
+        "control batch (transaction marker) from a client; only the transaction coordinator \
+         writes markers, through WriteTxnMarkers"
+    )]
+    ControlFromClient,
 }
 
 fn be_i16(b: &[u8], at: usize) -> i16 {
@@ -307,6 +312,19 @@ pub fn validate_payload(buf: &[u8]) -> Result<PayloadSummary, BatchError> {
     Ok(summary)
 }
 
+/// Refuses control batches in a client's payload (Kafka's rule: only the
+/// transaction coordinator writes markers). Malformed framing is left to
+/// validation.
+pub fn check_no_control(buf: &[u8]) -> Result<(), BatchError> {
+    match headers(buf).flatten().find(|(_, h)| h.is_control()) {
+        Some((position, _)) => Err(BatchError::Invalid {
+            position,
+            kind: InvalidKind::ControlFromClient,
+        }),
+        None => Ok(()),
+    }
+}
+
 /// Checks batch timestamps against `message.timestamp.before.max.ms` and
 /// `message.timestamp.after.max.ms`: the batch's first and largest timestamps
 /// must lie within `[now - before_max, now + after_max]`. Returns the first
@@ -495,6 +513,18 @@ pub type TestRecord<'a> = (Option<&'a [u8]>, Option<&'a [u8]>, i64);
 /// makes the batch look compressed to the log.
 #[doc(hidden)]
 pub fn build_batch(records: &[TestRecord<'_>], attributes: i16) -> Vec<u8> {
+    encode_batch(records, attributes, -1, -1, -1)
+}
+
+/// An uncompressed v2 batch of `(key, value, timestamp)` records at offset
+/// deltas 0, 1, ..., with base offset 0, leader epoch -1 and a correct CRC.
+fn encode_batch(
+    records: &[TestRecord<'_>],
+    attributes: i16,
+    producer_id: i64,
+    producer_epoch: i16,
+    base_sequence: i32,
+) -> Vec<u8> {
     let base_ts = records.first().map_or(-1, |r| r.2);
     let max_ts = records.iter().map(|r| r.2).max().unwrap_or(-1);
     let mut out = vec![0u8; HEADER_LEN];
@@ -520,13 +550,110 @@ pub fn build_batch(records: &[TestRecord<'_>], attributes: i16) -> Vec<u8> {
         .copy_from_slice(&last_offset_delta.to_be_bytes());
     out[BASE_TIMESTAMP_AT..BASE_TIMESTAMP_AT + 8].copy_from_slice(&base_ts.to_be_bytes());
     out[MAX_TIMESTAMP_AT..MAX_TIMESTAMP_AT + 8].copy_from_slice(&max_ts.to_be_bytes());
-    out[PRODUCER_ID_AT..PRODUCER_ID_AT + 8].copy_from_slice(&(-1i64).to_be_bytes());
-    out[PRODUCER_EPOCH_AT..PRODUCER_EPOCH_AT + 2].copy_from_slice(&(-1i16).to_be_bytes());
-    out[BASE_SEQUENCE_AT..BASE_SEQUENCE_AT + 4].copy_from_slice(&(-1i32).to_be_bytes());
+    out[PRODUCER_ID_AT..PRODUCER_ID_AT + 8].copy_from_slice(&producer_id.to_be_bytes());
+    out[PRODUCER_EPOCH_AT..PRODUCER_EPOCH_AT + 2].copy_from_slice(&producer_epoch.to_be_bytes());
+    out[BASE_SEQUENCE_AT..BASE_SEQUENCE_AT + 4].copy_from_slice(&base_sequence.to_be_bytes());
     out[RECORD_COUNT_AT..RECORD_COUNT_AT + 4]
         .copy_from_slice(&(records.len() as i32).to_be_bytes());
     fix_crc(&mut out);
     out
+}
+
+/// Version of the control record key and of the end-transaction marker value.
+const CONTROL_VERSION: i16 = 0;
+/// Control record types of transaction markers (Kafka's `ControlRecordType`).
+const CONTROL_TYPE_ABORT: i16 = 0;
+const CONTROL_TYPE_COMMIT: i16 = 1;
+
+/// The end-transaction marker a control batch carries.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct ControlMarker {
+    /// Commit (true) or abort (false).
+    pub commit: bool,
+    /// Epoch of the transaction coordinator that wrote it.
+    pub coordinator_epoch: i32,
+}
+
+/// A transaction marker as the coordinator writes it (WriteTxnMarkers): a v2
+/// batch with the transactional and control attributes, base offset 0 (the
+/// append stamps it), no sequence, and one record whose key is `version i16 =
+/// 0, type i16` (0 abort, 1 commit) and whose value is `version i16 = 0,
+/// coordinator_epoch i32`.
+pub fn build_control_batch(
+    producer_id: i64,
+    producer_epoch: i16,
+    commit: bool,
+    coordinator_epoch: i32,
+    timestamp_ms: i64,
+) -> Vec<u8> {
+    let kind = if commit {
+        CONTROL_TYPE_COMMIT
+    } else {
+        CONTROL_TYPE_ABORT
+    };
+    let mut key = Vec::with_capacity(4);
+    key.extend_from_slice(&CONTROL_VERSION.to_be_bytes());
+    key.extend_from_slice(&kind.to_be_bytes());
+    let mut value = Vec::with_capacity(6);
+    value.extend_from_slice(&CONTROL_VERSION.to_be_bytes());
+    value.extend_from_slice(&coordinator_epoch.to_be_bytes());
+    encode_batch(
+        &[(Some(&key), Some(&value), timestamp_ms)],
+        ATTR_TRANSACTIONAL | ATTR_CONTROL,
+        producer_id,
+        producer_epoch,
+        -1,
+    )
+}
+
+/// The transaction marker of the control batch at the start of `batch`;
+/// `None` if it is not a well-formed, uncompressed control batch whose first
+/// record is a commit or abort marker (other control types, such as Kafka's
+/// leader-change records, are not transaction markers).
+pub fn control_record(batch: &[u8]) -> Option<ControlMarker> {
+    let header = check_frame(batch, 0).ok()?;
+    if !header.is_control() || header.is_compressed() || header.record_count < 1 {
+        return None;
+    }
+    let (key, value) = first_record_key_value(&batch[..header.total_len()])?;
+    let key_version = i16::from_be_bytes(key.get(0..2)?.try_into().ok()?);
+    let kind = i16::from_be_bytes(key.get(2..4)?.try_into().ok()?);
+    let value_version = i16::from_be_bytes(value.get(0..2)?.try_into().ok()?);
+    let coordinator_epoch = i32::from_be_bytes(value.get(2..6)?.try_into().ok()?);
+    if key_version < 0 || value_version < 0 {
+        return None;
+    }
+    let commit = match kind {
+        CONTROL_TYPE_ABORT => false,
+        CONTROL_TYPE_COMMIT => true,
+        _ => return None,
+    };
+    Some(ControlMarker {
+        commit,
+        coordinator_epoch,
+    })
+}
+
+/// Key and value of the first record of the uncompressed batch `batch`
+/// (whole); `None` if either is null or the record is malformed.
+fn first_record_key_value(batch: &[u8]) -> Option<(&[u8], &[u8])> {
+    let mut pos = HEADER_LEN;
+    let len = usize::try_from(read_varint(batch, &mut pos)?).ok()?;
+    let record = batch.get(..pos.checked_add(len)?)?;
+    pos += 1; // attributes
+    read_varlong(record, &mut pos)?; // timestamp delta
+    read_varint(record, &mut pos)?; // offset delta
+    let key = read_bytes(record, &mut pos)?;
+    let value = read_bytes(record, &mut pos)?;
+    Some((key, value))
+}
+
+/// Reads a varint-length-prefixed byte string; `None` for null or past the end.
+fn read_bytes<'a>(buf: &'a [u8], pos: &mut usize) -> Option<&'a [u8]> {
+    let len = usize::try_from(read_varint(buf, pos)?).ok()?;
+    let bytes = buf.get(*pos..pos.checked_add(len)?)?;
+    *pos += len;
+    Some(bytes)
 }
 
 /// Test support: recomputes the CRC of the single batch in `batch` after a test
@@ -795,5 +922,45 @@ mod tests {
             assert_eq!(read_varlong(&out, &mut p), Some(v));
             assert_eq!(p, out.len());
         }
+    }
+
+    #[test]
+    fn control_batches_round_trip_their_marker() {
+        for commit in [false, true] {
+            let b = build_control_batch(77, 3, commit, 12, 5_000);
+            let h = validate_batch(&b, 0).unwrap();
+            assert!(h.is_control() && h.is_transactional());
+            assert_eq!(
+                (h.producer_id, h.producer_epoch, h.base_sequence),
+                (77, 3, -1)
+            );
+            assert_eq!(
+                (h.base_offset, h.record_count, h.max_timestamp),
+                (0, 1, 5_000)
+            );
+            assert_eq!(
+                control_record(&b),
+                Some(ControlMarker {
+                    commit,
+                    coordinator_epoch: 12
+                })
+            );
+        }
+    }
+
+    #[test]
+    fn control_record_refuses_data_batches_and_malformed_markers() {
+        assert_eq!(control_record(&sample()), None);
+        // A control batch whose record is not a marker (key too short).
+        let b = encode_batch(&[(Some(b"k"), Some(b"v"), 1)], ATTR_CONTROL, 1, 0, -1);
+        assert_eq!(control_record(&b), None);
+        // An unknown control type (Kafka's leader change, 2).
+        let key = [0u8, 0, 0, 2];
+        let value = [0u8, 0, 0, 0, 0, 1];
+        let b = encode_batch(&[(Some(&key), Some(&value), 1)], ATTR_CONTROL, 1, 0, -1);
+        assert_eq!(control_record(&b), None);
+        // Torn.
+        let b = build_control_batch(1, 0, true, 0, 1);
+        assert_eq!(control_record(&b[..b.len() - 1]), None);
     }
 }
