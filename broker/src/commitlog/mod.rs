@@ -11,9 +11,12 @@
 //! - [`epoch`]: the leader-epoch cache (`leader-epoch-checkpoint`) that
 //!   replication uses to find where a follower's log diverges.
 //! - `retention`: time- and size-based deletion of old segments.
-//! - [`producer_state`]: per producer id, the epoch and last batches written
-//!   (`{offset:020}.snapshot`), so the leader refuses sequence gaps and
-//!   answers a retried batch with its original offsets.
+//! - [`producer_state`]: per producer id, the epoch, last batches written and
+//!   transaction in progress (`{offset:020}.snapshot`), so the leader refuses
+//!   sequence gaps, answers a retried batch with its original offsets, and
+//!   knows the last stable offset.
+//! - `txn_index`: each segment's aborted transactions (`.txnindex`), for
+//!   read_committed fetches.
 //!
 //! A [`Log`] is used behind the partition's mutex: every method is synchronous and
 //! short. The only fsyncs inside [`Log::append`] are of the directory and of small
@@ -28,6 +31,7 @@ mod recovery;
 mod retention;
 mod segment;
 mod time_index;
+mod txn_index;
 
 use std::fmt;
 use std::fs::{self, File};
@@ -39,10 +43,11 @@ use std::time::{SystemTime, UNIX_EPOCH};
 
 use bytes::Bytes;
 
-pub use batch::BatchError;
+pub use batch::{BatchError, ControlMarker};
 pub use epoch::{EpochEntry, LeaderEpochCache};
 pub use producer_state::{Check, ProducerError, ProducerStateManager};
 pub use retention::{DeletedSegment, DeletionReason, RetentionReport};
+pub use txn_index::AbortedTxn;
 
 use recovery::{LOG_START_OFFSET_FILE, RECOVERY_POINT_FILE};
 use segment::Segment;
@@ -221,14 +226,15 @@ impl Log {
             }
         }
         let now = wall_clock_ms();
-        let loaded = recovery::load(dir, &config, now)?;
+        let mut loaded = recovery::load(dir, &config, now)?;
         let epochs = recovery::load_epoch_cache(
             dir,
             &loaded.segments,
             loaded.log_start_offset,
             loaded.next_offset,
         )?;
-        let producers = recovery::load_producer_state(dir, &loaded.segments, loaded.next_offset)?;
+        let producers =
+            recovery::load_producer_state(dir, &mut loaded.segments, loaded.next_offset)?;
         Ok(Log {
             dir: dir.to_path_buf(),
             config,
@@ -371,9 +377,11 @@ impl Log {
     /// [`Log::append`], optionally stamping every batch with the broker's
     /// clock (`message.timestamp.type=LogAppendTime`).
     ///
-    /// Batches of idempotent producers are checked against the producer
-    /// state first ([`ProducerStateManager::check_payload`]): a failed check
-    /// is [`Error::Producer`] and writes nothing; a payload that was written
+    /// Control batches are refused ([`batch::InvalidKind::ControlFromClient`]):
+    /// markers come through [`Log::append_from_coordinator`]. Batches of
+    /// idempotent producers are checked against the producer state first
+    /// ([`ProducerStateManager::check_payload`]): a failed check is
+    /// [`Error::Producer`] and writes nothing; a payload that was written
     /// before writes nothing either and is answered with the original offsets
     /// ([`AppendInfo::duplicate`]).
     pub fn append_with(
@@ -385,8 +393,8 @@ impl Log {
     ) -> Result<AppendInfo, Error> {
         self.check_writable()?;
         let summary = batch::validate_payload(records)?;
-        let base_offset = self.next_offset;
-        let planned = planned_offsets(records, base_offset);
+        batch::check_no_control(records)?;
+        let planned = planned_offsets(records, self.next_offset);
         if let Check::Duplicate {
             first_offset,
             last_offset,
@@ -401,6 +409,49 @@ impl Log {
                 duplicate: true,
             });
         }
+        self.write_as_leader(
+            records,
+            &summary,
+            planned,
+            leader_epoch,
+            now_ms,
+            log_append_time,
+        )
+    }
+
+    /// Leader append of what a transaction coordinator on this broker writes:
+    /// transaction markers ([`batch::build_control_batch`], WriteTxnMarkers)
+    /// and transactional batches with a producer id but no sequence
+    /// (transactional offset commits). No sequence checks; a marker whose
+    /// producer epoch is older than the producer's is refused
+    /// ([`ProducerError::InvalidProducerEpoch`], nothing written). An abort
+    /// marker that ends a transaction adds it to the segment's `.txnindex`.
+    pub fn append_from_coordinator(
+        &mut self,
+        records: &[u8],
+        leader_epoch: i32,
+        now_ms: i64,
+    ) -> Result<AppendInfo, Error> {
+        self.check_writable()?;
+        let summary = batch::validate_payload(records)?;
+        let planned = planned_offsets(records, self.next_offset);
+        self.producers.check_coordinator_payload(&planned)?;
+        self.write_as_leader(records, &summary, planned, leader_epoch, now_ms, false)
+    }
+
+    /// The write of a checked leader payload: rolls the segment if needed,
+    /// assigns offsets from the log end, stamps and writes, then updates the
+    /// producer state and the transaction index.
+    fn write_as_leader(
+        &mut self,
+        records: &[u8],
+        summary: &batch::PayloadSummary,
+        planned: Vec<(batch::BatchHeader, i64, i64)>,
+        leader_epoch: i32,
+        now_ms: i64,
+        log_append_time: bool,
+    ) -> Result<AppendInfo, Error> {
+        let base_offset = self.next_offset;
         let last_offset = base_offset + summary.offsets - 1;
         if self.active().should_roll(
             &self.config,
@@ -443,12 +494,16 @@ impl Log {
             }
         };
         self.next_offset = next;
-        for (mut header, first_offset, last_offset) in planned {
+        let markers = control_markers(records);
+        let mut tracked = Vec::with_capacity(planned.len());
+        for ((mut header, first_offset, _), marker) in planned.into_iter().zip(markers) {
             if log_append_time {
                 header.max_timestamp = now_ms;
             }
-            self.producers.update(&header, first_offset, last_offset);
+            header.base_offset = first_offset;
+            tracked.push((header, marker));
         }
+        self.track_written(&tracked)?;
         Ok(AppendInfo {
             base_offset,
             last_offset: next - 1,
@@ -469,7 +524,9 @@ impl Log {
     /// `partitionLeaderEpoch` feeds the epoch cache, so the follower can answer
     /// OffsetsForLeaderEpoch like the leader. An empty payload writes nothing.
     /// The producer state is updated without checks (the leader made them),
-    /// so that this replica deduplicates retries if it becomes the leader.
+    /// and abort markers add to the `.txnindex`, so that this replica
+    /// deduplicates retries and answers read_committed fetches if it becomes
+    /// the leader.
     pub fn append_replicated(&mut self, records: &[u8]) -> Result<AppendInfo, Error> {
         self.check_writable()?;
         let base_offset = self.next_offset;
@@ -522,10 +579,8 @@ impl Log {
             return Err(self.poisoned_io(&path, e));
         }
         self.next_offset = next;
-        for header in &written {
-            self.producers
-                .update(header, header.base_offset, header.last_offset());
-        }
+        let tracked: Vec<_> = written.into_iter().zip(control_markers(records)).collect();
+        self.track_written(&tracked)?;
         Ok(AppendInfo {
             base_offset,
             last_offset: next - 1,
@@ -568,6 +623,72 @@ impl Log {
         Ok(())
     }
 
+    /// Updates the producer state with batches just written to the active
+    /// segment (headers with their offsets stamped, and the markers of
+    /// control batches); a transaction an abort marker ended goes to the
+    /// segment's `.txnindex`. A failed index write poisons the log.
+    fn track_written(
+        &mut self,
+        written: &[(batch::BatchHeader, Option<ControlMarker>)],
+    ) -> Result<(), Error> {
+        let last = self.segments.len() - 1;
+        for (header, marker) in written {
+            let aborted =
+                self.producers
+                    .apply(header, header.base_offset, header.last_offset(), *marker);
+            if let Some(txn) = aborted {
+                if let Err(e) = self.segments[last].append_aborted(&txn) {
+                    let base = self.segments[last].base_offset();
+                    let path = segment::file_path(&self.dir, base, segment::TXN_INDEX_EXT);
+                    return Err(self.poisoned_io(&path, e));
+                }
+            }
+        }
+        Ok(())
+    }
+
+    /// The last stable offset (LSO) for a high watermark of
+    /// `high_watermark`: below it, every transaction has ended and its marker
+    /// is replicated, so read_committed fetches stop there. It is the
+    /// smallest of the high watermark, the first offset of every transaction
+    /// in progress, and that of every ended transaction whose marker is not
+    /// yet below the high watermark (those below it are forgotten now).
+    pub fn last_stable_offset(&mut self, high_watermark: i64) -> i64 {
+        self.producers.on_high_watermark(high_watermark);
+        self.producers
+            .first_unstable_offset()
+            .map_or(high_watermark, |first| first.min(high_watermark))
+    }
+
+    /// The aborted transactions a read_committed fetch of
+    /// `start_offset..upper_bound` needs: every one with its marker at or
+    /// after `start_offset` and its first offset below `upper_bound`, in
+    /// marker order. Read from the `.txnindex` of the segment holding
+    /// `start_offset` and of the later ones (each transaction is in the
+    /// segment of its marker).
+    pub fn aborted_transactions(
+        &self,
+        start_offset: i64,
+        upper_bound: i64,
+    ) -> Result<Vec<AbortedTxn>, Error> {
+        let mut out = Vec::new();
+        for seg in &self.segments[self.segment_for(start_offset)..] {
+            let complete = seg
+                .collect_aborted(start_offset, upper_bound, &mut out)
+                .map_err(io_at(seg.log_path()))?;
+            if complete {
+                break;
+            }
+        }
+        Ok(out)
+    }
+
+    /// `(producer id, first offset)` of every transaction in progress in this
+    /// partition, oldest first (DescribeProducers, operators).
+    pub fn ongoing_transactions(&self) -> Vec<(i64, i64)> {
+        self.producers.ongoing_transactions()
+    }
+
     /// Deletes the producer state snapshots below the first segment: what
     /// they describe beyond a newer snapshot is gone with the segments. Only
     /// logged on failure, as such a snapshot is still correct.
@@ -596,8 +717,16 @@ impl Log {
 
     /// Writes a snapshot of the producer state at the log end (for the
     /// periodic checkpoint), unless the latest snapshot already holds it.
+    /// The active segment's `.txnindex` is synced first: opening replays (and
+    /// rebuilds the entries of) only what follows the snapshot.
     pub fn take_producer_snapshot(&mut self) -> Result<(), Error> {
         self.check_writable()?;
+        let last = self.segments.len() - 1;
+        if let Err(e) = self.segments[last].sync_txn_index() {
+            let base = self.segments[last].base_offset();
+            let path = segment::file_path(&self.dir, base, segment::TXN_INDEX_EXT);
+            return Err(self.poisoned_io(&path, e));
+        }
         self.producers.take_snapshot(self.next_offset)
     }
 
@@ -779,8 +908,10 @@ impl Log {
                 }
                 if i == active {
                     // Recovery always rescans the active segment and rebuilds
-                    // its indexes, so acknowledging a write needs only its log.
+                    // its indexes, so acknowledging a write needs only its log
+                    // (the small `.txnindex` is synced along anyway).
                     files.push(seg.log_file());
+                    files.extend(seg.txn_index_file());
                 } else {
                     files.extend(seg.sync_files());
                 }
@@ -868,7 +999,8 @@ impl Log {
         // and so must an epoch that started in it.
         let truncated = self.epochs.truncate_from_end(self.next_offset);
         self.poison_on_io(truncated)?;
-        let reloaded = recovery::load_producer_state(&self.dir, &self.segments, self.next_offset);
+        let reloaded =
+            recovery::load_producer_state(&self.dir, &mut self.segments, self.next_offset);
         self.producers = self.poison_on_io(reloaded)?;
         if self.log_start_offset > self.next_offset {
             self.log_start_offset = self.next_offset;
@@ -957,6 +1089,15 @@ impl Log {
         drop(self);
         fs::remove_dir_all(&dir).map_err(io_at(&dir))
     }
+}
+
+/// The transaction marker of each batch of a validated payload, `None` for
+/// batches that are not markers.
+fn control_markers(records: &[u8]) -> Vec<Option<ControlMarker>> {
+    batch::headers(records)
+        .flatten()
+        .map(|(pos, _)| batch::control_record(&records[pos..]))
+        .collect()
 }
 
 /// Each batch of a validated leader payload with the offsets it will take

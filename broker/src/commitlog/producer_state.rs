@@ -1,8 +1,16 @@
-//! Producer state for the idempotent producer: Kafka's `ProducerStateManager`,
-//! without transactions. Per producer id it keeps the producer epoch and the
+//! Producer state for idempotent and transactional producers: Kafka's
+//! `ProducerStateManager`. Per producer id it keeps the producer epoch and the
 //! last five batches written, so that a leader refuses sequence gaps and
 //! fenced producers, and answers a retried batch with the offsets it was first
-//! written at instead of writing it twice.
+//! written at instead of writing it twice; and the first offset of the
+//! producer's transaction in progress, so that the log knows its last stable
+//! offset and which transactions an abort marker ends.
+//!
+//! A transactional data batch starts a transaction unless one is in progress;
+//! a control batch (commit or abort marker) ends it. Batches with a producer
+//! id but sequence -1 were written by a coordinator on the broker itself
+//! (transactional offset commits): they take part in transactions but not in
+//! sequence checks or tracking.
 //!
 //! The state follows from the batch headers alone, so it is persisted only to
 //! make opening fast: a snapshot `{offset:020}.snapshot` in the partition
@@ -17,15 +25,16 @@
 //! forgets the other four a client may still retry.
 //!
 //! ```text
-//! version         i16   1
+//! version         i16   2 (1 is still read: no txn_first_offset field)
 //! crc             u32   CRC32C of every byte after this field
 //! offset          i64   the offset the snapshot was taken at (its file name)
 //! producer_count  i32
 //! producer_count times, by increasing producer id:
-//!   producer_id     i64
-//!   epoch           i16
-//!   last_timestamp  i64   maxTimestamp of its latest batch
-//!   batch_count     i8    0 to 5, oldest first
+//!   producer_id       i64
+//!   epoch             i16
+//!   last_timestamp    i64   maxTimestamp of its latest batch or marker
+//!   txn_first_offset  i64   first offset of its transaction in progress, -1 if none (v2 only)
+//!   batch_count       i8    0 to 5, oldest first
 //!   batch_count times:
 //!     first_seq i32, last_seq i32, first_offset i64, last_offset i64, max_timestamp i64
 //! ```
@@ -35,8 +44,9 @@ use std::fs;
 use std::io;
 use std::path::{Path, PathBuf};
 
-use super::batch::BatchHeader;
+use super::batch::{BatchHeader, ControlMarker};
 use super::recovery::{sync_dir, write_file_atomically};
+use super::txn_index::AbortedTxn;
 use super::{io_at, Error};
 
 /// Batches remembered per producer (Kafka's `NUM_BATCHES_TO_RETAIN`): the
@@ -46,7 +56,12 @@ pub const BATCHES_TO_RETAIN: usize = 5;
 pub(crate) const SNAPSHOT_EXT: &str = "snapshot";
 /// Snapshots kept; older ones are deleted when a new one is written.
 const SNAPSHOTS_TO_KEEP: usize = 3;
-const SNAPSHOT_VERSION: i16 = 1;
+const SNAPSHOT_VERSION: i16 = 2;
+/// The version before transactions, still loaded.
+const SNAPSHOT_VERSION_1: i16 = 1;
+/// `baseSequence` of batches without a sequence: markers, and batches a
+/// coordinator wrote for a producer.
+const NO_SEQUENCE: i32 = -1;
 /// version + crc
 const SNAPSHOT_HEADER_LEN: usize = 6;
 const BATCH_META_LEN: usize = 4 + 4 + 8 + 8 + 8;
@@ -113,6 +128,9 @@ pub struct ProducerEntry {
     /// The latest batches of `epoch`, oldest first, at most
     /// [`BATCHES_TO_RETAIN`].
     batches: VecDeque<BatchMetadata>,
+    /// First offset of the producer's transaction in progress in this
+    /// partition.
+    pub current_txn_first_offset: Option<i64>,
 }
 
 impl ProducerEntry {
@@ -121,6 +139,17 @@ impl ProducerEntry {
             epoch,
             last_timestamp: -1,
             batches: VecDeque::with_capacity(BATCHES_TO_RETAIN),
+            current_txn_first_offset: None,
+        }
+    }
+
+    /// A marker or coordinator batch of a newer epoch moves the producer to
+    /// it; the batches of the old epoch go, as in [`ProducerEntry::add`], so
+    /// the new epoch starts at sequence 0. An older epoch changes nothing.
+    fn bump_epoch(&mut self, epoch: i16) {
+        if epoch > self.epoch {
+            self.batches.clear();
+            self.epoch = epoch;
         }
     }
 
@@ -170,8 +199,9 @@ pub fn last_sequence(base_seq: i32, last_offset_delta: i32) -> i32 {
     }
 }
 
-/// Batches the state tracks: those of an idempotent producer. Control batches
-/// (transaction markers) carry no sequence.
+/// Batches whose sequence is checked and tracked: data batches of an
+/// idempotent producer. Control batches (transaction markers) carry no
+/// sequence.
 fn tracked(h: &BatchHeader) -> bool {
     h.producer_id >= 0 && !h.is_control()
 }
@@ -243,6 +273,13 @@ fn check_against(entry: Option<&ProducerEntry>, h: &BatchHeader) -> Result<Check
 pub struct ProducerStateManager {
     dir: PathBuf,
     producers: BTreeMap<i64, ProducerEntry>,
+    /// Transactions in progress: first offset -> producer id. The smallest
+    /// key bounds the last stable offset.
+    ongoing: BTreeMap<i64, i64>,
+    /// Transactions ended by a marker the high watermark has not passed yet
+    /// (Kafka's unreplicated transactions): first offset -> marker offset.
+    /// Not in snapshots: a restart forgets them.
+    unreplicated: BTreeMap<i64, i64>,
     /// Offset of a snapshot on disk that holds exactly this state, if any.
     snapshot_offset: Option<i64>,
 }
@@ -250,10 +287,26 @@ pub struct ProducerStateManager {
 impl ProducerStateManager {
     /// An empty state for the partition directory `dir`.
     pub(crate) fn empty(dir: &Path) -> ProducerStateManager {
+        ProducerStateManager::with_producers(dir, BTreeMap::new(), None)
+    }
+
+    /// A state of `producers`, with the set of transactions in progress
+    /// taken from them.
+    fn with_producers(
+        dir: &Path,
+        producers: BTreeMap<i64, ProducerEntry>,
+        snapshot_offset: Option<i64>,
+    ) -> ProducerStateManager {
+        let ongoing = producers
+            .iter()
+            .filter_map(|(&pid, e)| e.current_txn_first_offset.map(|first| (first, pid)))
+            .collect();
         ProducerStateManager {
             dir: dir.to_path_buf(),
-            producers: BTreeMap::new(),
-            snapshot_offset: None,
+            producers,
+            ongoing,
+            unreplicated: BTreeMap::new(),
+            snapshot_offset,
         }
     }
 
@@ -347,29 +400,161 @@ impl ProducerStateManager {
         }
     }
 
-    /// Records a batch written at `first_offset..=last_offset`, by the leader
-    /// after [`ProducerStateManager::check`] or by a follower (which trusts
-    /// its leader) or by recovery. Batches without a producer id are ignored.
+    /// Checks the batches of a coordinator's payload (transaction markers,
+    /// transactional offset commits): no sequence checks, but a marker of an
+    /// epoch older than its producer's is refused, each batch against the
+    /// state as the batches before it would leave it.
+    pub fn check_coordinator_payload(
+        &self,
+        batches: &[(BatchHeader, i64, i64)],
+    ) -> Result<(), ProducerError> {
+        let mut epochs: BTreeMap<i64, i16> = BTreeMap::new();
+        for (h, ..) in batches {
+            let pid = h.producer_id;
+            if pid < 0 {
+                continue;
+            }
+            let current = epochs
+                .get(&pid)
+                .copied()
+                .or_else(|| self.producers.get(&pid).map(|e| e.epoch));
+            if let Some(current) = current {
+                if h.is_control() && h.producer_epoch < current {
+                    return Err(ProducerError::InvalidProducerEpoch {
+                        producer_id: pid,
+                        current,
+                        got: h.producer_epoch,
+                    });
+                }
+            }
+            let newest = current.map_or(h.producer_epoch, |c| c.max(h.producer_epoch));
+            epochs.insert(pid, newest);
+        }
+        Ok(())
+    }
+
+    /// Records any batch written at `first_offset..=last_offset` (by a
+    /// leader after its checks, a follower, or recovery): `marker` is the
+    /// transaction marker of a control batch ([`super::batch::control_record`]),
+    /// `None` for other batches. Returns the transaction an abort marker
+    /// ended, for the segment's transaction index.
+    pub fn apply(
+        &mut self,
+        header: &BatchHeader,
+        first_offset: i64,
+        last_offset: i64,
+        marker: Option<ControlMarker>,
+    ) -> Option<AbortedTxn> {
+        match marker {
+            Some(marker) if header.is_control() => self.end_txn(header, first_offset, marker),
+            _ => {
+                self.update(header, first_offset, last_offset);
+                None
+            }
+        }
+    }
+
+    /// Records a data batch written at `first_offset..=last_offset`: its
+    /// sequence (unless it has none) and, if transactional, the start of a
+    /// transaction. Batches without a producer id, and control batches, are
+    /// ignored (see [`ProducerStateManager::apply`]).
     pub fn update(&mut self, header: &BatchHeader, first_offset: i64, last_offset: i64) {
         if !tracked(header) {
             return;
         }
-        self.producers
-            .entry(header.producer_id)
-            .or_insert_with(|| ProducerEntry::new(header.producer_epoch))
-            .add(
+        let pid = header.producer_id;
+        let entry = self
+            .producers
+            .entry(pid)
+            .or_insert_with(|| ProducerEntry::new(header.producer_epoch));
+        if header.base_sequence == NO_SEQUENCE {
+            entry.bump_epoch(header.producer_epoch);
+            entry.last_timestamp = header.max_timestamp;
+        } else {
+            entry.add(
                 header.producer_epoch,
                 metadata(header, first_offset, last_offset),
             );
+        }
+        if header.is_transactional() && entry.current_txn_first_offset.is_none() {
+            entry.current_txn_first_offset = Some(first_offset);
+            self.ongoing.insert(first_offset, pid);
+        }
         self.snapshot_offset = None;
     }
 
+    /// A marker at `offset` ends its producer's transaction, if one is in
+    /// progress (a partition added to a transaction but never written to
+    /// gets a marker too, which ends nothing). A newer epoch on the marker
+    /// becomes the producer's (see [`ProducerEntry::bump_epoch`]); the
+    /// marker itself is not added to the sequence list.
+    fn end_txn(
+        &mut self,
+        header: &BatchHeader,
+        offset: i64,
+        marker: ControlMarker,
+    ) -> Option<AbortedTxn> {
+        let pid = header.producer_id;
+        if pid < 0 {
+            return None;
+        }
+        self.snapshot_offset = None;
+        let entry = self
+            .producers
+            .entry(pid)
+            .or_insert_with(|| ProducerEntry::new(header.producer_epoch));
+        entry.bump_epoch(header.producer_epoch);
+        entry.last_timestamp = header.max_timestamp;
+        let first_offset = entry.current_txn_first_offset.take()?;
+        self.ongoing.remove(&first_offset);
+        self.unreplicated.insert(first_offset, offset);
+        if marker.commit {
+            return None;
+        }
+        // Kafka's rule: the first offset of the oldest transaction still in
+        // progress (this one is no longer), not counting unreplicated ones.
+        let last_stable_offset = self.ongoing.keys().next().copied().unwrap_or(offset + 1);
+        Some(AbortedTxn {
+            producer_id: pid,
+            first_offset,
+            last_offset: offset,
+            last_stable_offset,
+        })
+    }
+
+    /// The high watermark reached `high_watermark`: transactions whose marker
+    /// is below it are stable.
+    pub fn on_high_watermark(&mut self, high_watermark: i64) {
+        self.unreplicated
+            .retain(|_, marker| *marker >= high_watermark);
+    }
+
+    /// The first offset of the oldest transaction in progress or ended by a
+    /// marker not yet below the high watermark; `None` if there is none.
+    pub fn first_unstable_offset(&self) -> Option<i64> {
+        let ongoing = self.ongoing.keys().next();
+        let unreplicated = self.unreplicated.keys().next();
+        ongoing.into_iter().chain(unreplicated).min().copied()
+    }
+
+    /// `(producer id, first offset)` of every transaction in progress,
+    /// oldest first.
+    pub fn ongoing_transactions(&self) -> Vec<(i64, i64)> {
+        self.ongoing
+            .iter()
+            .map(|(&first, &pid)| (pid, first))
+            .collect()
+    }
+
     /// Forgets producers whose latest batch is `expiration_ms` or more older
-    /// than `now_ms` (Kafka's `producer.id.expiration.ms`). Returns how many.
+    /// than `now_ms` (Kafka's `producer.id.expiration.ms`), except those with
+    /// a transaction in progress. Returns how many.
     pub fn expire(&mut self, now_ms: i64, expiration_ms: i64) -> usize {
         let before = self.producers.len();
-        self.producers
-            .retain(|_, e| now_ms.saturating_sub(e.last_timestamp) < expiration_ms);
+        self.producers.retain(|_, e| {
+            e.current_txn_first_offset.is_some()
+                || now_ms.saturating_sub(e.last_timestamp) < expiration_ms
+        });
         let removed = before - self.producers.len();
         if removed > 0 {
             self.snapshot_offset = None;
@@ -395,7 +580,7 @@ impl ProducerStateManager {
         let mut out = Vec::with_capacity(
             SNAPSHOT_HEADER_LEN
                 + 12
-                + self.producers.len() * (19 + BATCHES_TO_RETAIN * BATCH_META_LEN),
+                + self.producers.len() * (27 + BATCHES_TO_RETAIN * BATCH_META_LEN),
         );
         out.extend_from_slice(&SNAPSHOT_VERSION.to_be_bytes());
         out.extend_from_slice(&[0; 4]);
@@ -405,6 +590,8 @@ impl ProducerStateManager {
             out.extend_from_slice(&pid.to_be_bytes());
             out.extend_from_slice(&e.epoch.to_be_bytes());
             out.extend_from_slice(&e.last_timestamp.to_be_bytes());
+            let txn_first_offset = e.current_txn_first_offset.unwrap_or(-1);
+            out.extend_from_slice(&txn_first_offset.to_be_bytes());
             out.push(e.batches.len() as u8);
             for b in &e.batches {
                 out.extend_from_slice(&b.first_seq.to_be_bytes());
@@ -435,11 +622,11 @@ impl ProducerStateManager {
             tracing::warn!(path = %path.display(), "ignoring corrupt producer state snapshot");
             return Ok(None);
         };
-        Ok(Some(ProducerStateManager {
-            dir: dir.to_path_buf(),
+        Ok(Some(ProducerStateManager::with_producers(
+            dir,
             producers,
-            snapshot_offset: Some(offset),
-        }))
+            Some(offset),
+        )))
     }
 }
 
@@ -479,11 +666,13 @@ impl Reader<'_> {
 }
 
 /// The producers of a snapshot file, `None` unless it is well formed: version
-/// 1, CRC matching, taken at `offset`, producer ids increasing and not
+/// 2 (or 1, without transactions), CRC matching, taken at `offset`, producer
+/// ids increasing and not negative, transaction first offsets -1 or not
 /// negative, at most five batches each, nothing after the last.
 fn decode(bytes: &[u8], offset: i64) -> Option<BTreeMap<i64, ProducerEntry>> {
     let mut r = Reader { buf: bytes, pos: 0 };
-    if r.i16()? != SNAPSHOT_VERSION {
+    let version = r.i16()?;
+    if version != SNAPSHOT_VERSION && version != SNAPSHOT_VERSION_1 {
         return None;
     }
     let crc = r.u32()?;
@@ -501,6 +690,13 @@ fn decode(bytes: &[u8], offset: i64) -> Option<BTreeMap<i64, ProducerEntry>> {
         previous = pid;
         let mut entry = ProducerEntry::new(r.i16()?);
         entry.last_timestamp = r.i64()?;
+        if version == SNAPSHOT_VERSION {
+            entry.current_txn_first_offset = match r.i64()? {
+                -1 => None,
+                first if first >= 0 => Some(first),
+                _ => return None,
+            };
+        }
         let batches = usize::try_from(r.i8()?).ok()?;
         if batches > BATCHES_TO_RETAIN {
             return None;
@@ -803,5 +999,220 @@ mod tests {
         assert_eq!(list_snapshots(dir.path()).unwrap(), vec![30, 40, 50]);
         delete_snapshots_where(dir.path(), |o| o > 35).unwrap();
         assert_eq!(list_snapshots(dir.path()).unwrap(), vec![30]);
+    }
+
+    // Transactions.
+
+    use crate::commitlog::batch::{ATTR_CONTROL, ATTR_TRANSACTIONAL};
+
+    /// A transactional data batch of `pid`, written at `first`.
+    fn txn(pid: i64, epoch: i16, seq: i32, records: i32, first: i64) -> BatchHeader {
+        BatchHeader {
+            base_offset: first,
+            attributes: ATTR_TRANSACTIONAL,
+            ..header(pid, epoch, seq, records)
+        }
+    }
+
+    /// A marker of `pid` at `offset`.
+    fn marker_at(pid: i64, epoch: i16, offset: i64) -> BatchHeader {
+        BatchHeader {
+            base_offset: offset,
+            attributes: ATTR_TRANSACTIONAL | ATTR_CONTROL,
+            ..header(pid, epoch, NO_SEQUENCE, 1)
+        }
+    }
+
+    fn apply_txn(state: &mut ProducerStateManager, h: &BatchHeader) {
+        assert_eq!(state.apply(h, h.base_offset, h.last_offset(), None), None);
+    }
+
+    fn end(
+        state: &mut ProducerStateManager,
+        pid: i64,
+        offset: i64,
+        commit: bool,
+    ) -> Option<AbortedTxn> {
+        let m = ControlMarker {
+            commit,
+            coordinator_epoch: 0,
+        };
+        state.apply(&marker_at(pid, 0, offset), offset, offset, Some(m))
+    }
+
+    #[test]
+    fn markers_end_transactions_and_aborts_report_the_last_stable_offset() {
+        let mut state = ProducerStateManager::empty(Path::new("/nonexistent"));
+        apply_txn(&mut state, &txn(1, 0, 0, 2, 0));
+        apply_txn(&mut state, &txn(2, 0, 0, 1, 2));
+        apply_txn(&mut state, &txn(1, 0, 2, 1, 3));
+        assert_eq!(state.entry(1).unwrap().current_txn_first_offset, Some(0));
+        assert_eq!(state.ongoing_transactions(), vec![(1, 0), (2, 2)]);
+        assert_eq!(state.first_unstable_offset(), Some(0));
+        // Producer 1 aborts while 2's transaction (from offset 2) goes on.
+        assert_eq!(
+            end(&mut state, 1, 4, false),
+            Some(AbortedTxn {
+                producer_id: 1,
+                first_offset: 0,
+                last_offset: 4,
+                last_stable_offset: 2
+            })
+        );
+        assert_eq!(state.entry(1).unwrap().current_txn_first_offset, None);
+        // The marker was not a sequenced batch.
+        assert_eq!(state.entry(1).unwrap().last_seq(), Some(2));
+        // Still unstable until the high watermark passes the marker.
+        assert_eq!(state.first_unstable_offset(), Some(0));
+        state.on_high_watermark(4);
+        assert_eq!(state.first_unstable_offset(), Some(0));
+        state.on_high_watermark(5);
+        assert_eq!(state.first_unstable_offset(), Some(2));
+        // A commit ends producer 2's without an entry; with no other
+        // transaction, an abort's last stable offset is after its marker.
+        assert_eq!(end(&mut state, 2, 5, true), None);
+        state.on_high_watermark(6);
+        assert_eq!(state.first_unstable_offset(), None);
+        apply_txn(&mut state, &txn(2, 0, 1, 1, 6));
+        assert_eq!(
+            end(&mut state, 2, 7, false).map(|t| t.last_stable_offset),
+            Some(8)
+        );
+        // A marker without a transaction in progress ends nothing.
+        assert_eq!(end(&mut state, 2, 8, false), None);
+        assert_eq!(end(&mut state, 3, 9, false), None);
+        assert!(state.ongoing_transactions().is_empty());
+    }
+
+    #[test]
+    fn a_marker_of_a_newer_epoch_moves_the_producer_to_it() {
+        let mut state = with_batches(Path::new("/nonexistent"), 2);
+        let m = ControlMarker {
+            commit: false,
+            coordinator_epoch: 0,
+        };
+        state.apply(&marker_at(PID, 1, 4), 4, 4, Some(m));
+        assert_eq!(state.entry(PID).unwrap().epoch, 1);
+        // The new epoch starts at sequence 0, the old one is fenced.
+        assert_eq!(state.check(&header(PID, 1, 0, 1)), Ok(Check::Append));
+        assert!(matches!(
+            state.check(&header(PID, 0, 4, 1)),
+            Err(ProducerError::InvalidProducerEpoch { .. })
+        ));
+        // A coordinator's marker of an older epoch is refused.
+        let old = (marker_at(PID, 0, 5), 5, 5);
+        assert_eq!(
+            state.check_coordinator_payload(&[old]),
+            Err(ProducerError::InvalidProducerEpoch {
+                producer_id: PID,
+                current: 1,
+                got: 0
+            })
+        );
+        // Also behind a marker of the same payload that bumps the epoch.
+        let newer = (marker_at(7, 3, 5), 5, 5);
+        let older = (marker_at(7, 2, 6), 6, 6);
+        assert!(state.check_coordinator_payload(&[newer, older]).is_err());
+        assert_eq!(state.check_coordinator_payload(&[newer]), Ok(()));
+    }
+
+    #[test]
+    fn batches_without_a_sequence_join_transactions_but_not_sequences() {
+        let mut state = ProducerStateManager::empty(Path::new("/nonexistent"));
+        let h = txn(5, 0, NO_SEQUENCE, 1, 10);
+        assert_eq!(state.check_coordinator_payload(&[(h, 10, 10)]), Ok(()));
+        apply_txn(&mut state, &h);
+        apply_txn(&mut state, &txn(5, 0, NO_SEQUENCE, 1, 11));
+        let entry = state.entry(5).unwrap();
+        assert!(entry.batches().is_empty());
+        assert_eq!(entry.current_txn_first_offset, Some(10));
+        assert_eq!(state.ongoing_transactions(), vec![(5, 10)]);
+    }
+
+    #[test]
+    fn expiration_keeps_producers_with_a_transaction_in_progress() {
+        let mut state = ProducerStateManager::empty(Path::new("/nonexistent"));
+        apply_txn(&mut state, &txn(1, 0, 0, 1, 0)); // last timestamp 100
+        state.update(&header(2, 0, 0, 1), 1, 1);
+        assert_eq!(state.expire(10_000, 500), 1);
+        assert!(state.entry(1).is_some());
+        assert!(state.entry(2).is_none());
+        end(&mut state, 1, 2, true);
+        assert_eq!(state.expire(10_000, 500), 1);
+        assert!(state.is_empty());
+    }
+
+    #[test]
+    fn snapshots_keep_transactions_in_progress() {
+        let dir = tempfile::tempdir().unwrap();
+        let mut state = with_batches(dir.path(), 2);
+        apply_txn(&mut state, &txn(8, 1, 0, 2, 4));
+        apply_txn(&mut state, &txn(9, 0, 0, 1, 6));
+        end(&mut state, 9, 7, true);
+        state.take_snapshot(8).unwrap();
+        let loaded = ProducerStateManager::load_snapshot(dir.path(), 8)
+            .unwrap()
+            .unwrap();
+        assert_eq!(loaded.producers, state.producers);
+        assert_eq!(loaded.ongoing_transactions(), vec![(8, 4)]);
+        assert_eq!(loaded.first_unstable_offset(), Some(4));
+    }
+
+    /// A version 1 snapshot (before transactions) of `producers`:
+    /// `(pid, epoch, last_timestamp, batches)`.
+    fn encode_v1(offset: i64, producers: &[(i64, i16, i64, &[BatchMetadata])]) -> Vec<u8> {
+        let mut out = Vec::new();
+        out.extend_from_slice(&SNAPSHOT_VERSION_1.to_be_bytes());
+        out.extend_from_slice(&[0; 4]);
+        out.extend_from_slice(&offset.to_be_bytes());
+        out.extend_from_slice(&(producers.len() as i32).to_be_bytes());
+        for (pid, epoch, last_timestamp, batches) in producers {
+            out.extend_from_slice(&pid.to_be_bytes());
+            out.extend_from_slice(&epoch.to_be_bytes());
+            out.extend_from_slice(&last_timestamp.to_be_bytes());
+            out.push(batches.len() as u8);
+            for b in *batches {
+                out.extend_from_slice(&b.first_seq.to_be_bytes());
+                out.extend_from_slice(&b.last_seq.to_be_bytes());
+                out.extend_from_slice(&b.first_offset.to_be_bytes());
+                out.extend_from_slice(&b.last_offset.to_be_bytes());
+                out.extend_from_slice(&b.max_timestamp.to_be_bytes());
+            }
+        }
+        let crc = crc32c::crc32c(&out[SNAPSHOT_HEADER_LEN..]);
+        out[2..SNAPSHOT_HEADER_LEN].copy_from_slice(&crc.to_be_bytes());
+        out
+    }
+
+    #[test]
+    fn version_1_snapshots_still_load_without_transactions() {
+        let dir = tempfile::tempdir().unwrap();
+        let state = with_batches(dir.path(), 3);
+        let batches: Vec<BatchMetadata> = state
+            .entry(PID)
+            .unwrap()
+            .batches()
+            .iter()
+            .copied()
+            .collect();
+        let bytes = encode_v1(6, &[(PID, 0, 104, &batches), (PID + 1, 2, 50, &[])]);
+        fs::write(dir.path().join(snapshot_file_name(6)), bytes).unwrap();
+        let loaded = ProducerStateManager::load_snapshot(dir.path(), 6)
+            .unwrap()
+            .unwrap();
+        assert_eq!(loaded.entry(PID), state.entry(PID));
+        assert_eq!(loaded.entry(PID + 1).unwrap().epoch, 2);
+        assert_eq!(
+            loaded.entry(PID + 1).unwrap().current_txn_first_offset,
+            None
+        );
+        assert!(loaded.ongoing_transactions().is_empty());
+        assert_eq!(loaded.check(&header(PID, 0, 6, 1)), Ok(Check::Append));
+        // Written back as version 2.
+        let mut loaded = loaded;
+        loaded.update(&header(PID, 0, 6, 1), 6, 6);
+        loaded.take_snapshot(7).unwrap();
+        let bytes = fs::read(dir.path().join(snapshot_file_name(7))).unwrap();
+        assert_eq!(&bytes[..2], &SNAPSHOT_VERSION.to_be_bytes());
     }
 }

@@ -7,10 +7,12 @@ use std::fs::{self, File};
 use std::io::{self, Write};
 use std::path::{Path, PathBuf};
 
+use super::batch;
 use super::epoch::LeaderEpochCache;
 use super::producer_state::{self, ProducerStateManager};
 use super::segment::{
     self, delete_segment_files, Segment, DELETED_SUFFIX, INDEX_EXT, LOG_EXT, TIME_INDEX_EXT,
+    TXN_INDEX_EXT,
 };
 use super::{io_at, Error, LogConfig};
 
@@ -122,7 +124,7 @@ fn scan_dir(dir: &Path) -> Result<Vec<i64>, Error> {
         };
         match ext {
             LOG_EXT => logs.push(base),
-            INDEX_EXT | TIME_INDEX_EXT => indexes.push((base, path)),
+            INDEX_EXT | TIME_INDEX_EXT | TXN_INDEX_EXT => indexes.push((base, path)),
             _ => {}
         }
     }
@@ -310,9 +312,15 @@ fn rebuild_epoch_cache(
 /// first segment batches retention removed; both are deleted, as are corrupt
 /// ones. If anything was replayed, a snapshot at the log end spares the next
 /// open the replay.
+///
+/// The replay rewrites the `.txnindex` entries it covers: entries whose abort
+/// marker is at or after the replay start are dropped, then the replayed
+/// markers add them again (so entries of a lost tail go, and none is
+/// doubled). Entries below the start were synced before the snapshot was
+/// taken.
 pub(crate) fn load_producer_state(
     dir: &Path,
-    segments: &[Segment],
+    segments: &mut [Segment],
     next_offset: i64,
 ) -> Result<ProducerStateManager, Error> {
     let first = segments.first().map_or(next_offset, Segment::base_offset);
@@ -340,30 +348,15 @@ pub(crate) fn load_producer_state(
         producer_state::delete_snapshots(dir, &[offset])?;
     }
     let mut state = state.unwrap_or_else(|| ProducerStateManager::empty(dir));
+    for seg in segments.iter_mut() {
+        seg.truncate_aborted(from).map_err(io_at(seg.log_path()))?;
+    }
     let mut replayed = 0u64;
-    for seg in segments.iter().filter(|s| s.next_offset() > from) {
-        let scanned = seg.scan_from(from.max(seg.base_offset()), |_, h| {
-            // A batch straddling `from` is in the snapshot already.
-            if h.base_offset >= from {
-                state.update(h, h.base_offset, h.last_offset());
-                replayed += 1;
-            }
-            Ok(true)
-        });
-        match scanned {
-            Ok(()) => {}
-            // Damaged headers in a segment below the recovery point, which
-            // recovery trusted unread: serve the log with the state of what
-            // could be read rather than not at all.
-            Err(e) if e.kind() == io::ErrorKind::InvalidData => {
-                tracing::warn!(
-                    segment = %seg.log_path().display(),
-                    error = %e,
-                    "damaged batch header: the producer state misses the batches after it"
-                );
-                break;
-            }
-            Err(e) => return Err(io_at(seg.log_path())(e)),
+    for seg in segments.iter_mut().filter(|s| s.next_offset() > from) {
+        let (batches, complete) = replay_segment(seg, from, &mut state)?;
+        replayed += batches;
+        if !complete {
+            break;
         }
     }
     if replayed > 0 {
@@ -375,9 +368,56 @@ pub(crate) fn load_producer_state(
             producers = state.len(),
             "rebuilt producer state from the batch headers"
         );
+        for seg in segments.iter().filter(|s| s.next_offset() > from) {
+            seg.sync_txn_index().map_err(io_at(seg.log_path()))?;
+        }
         state.take_snapshot(next_offset)?;
     }
     Ok(state)
+}
+
+/// Replays the batches of `seg` from `from` on into `state`, adding the
+/// transactions abort markers end to the segment's `.txnindex`. Returns how
+/// many batches were replayed and false if a damaged header stopped it.
+fn replay_segment(
+    seg: &mut Segment,
+    from: i64,
+    state: &mut ProducerStateManager,
+) -> Result<(u64, bool), Error> {
+    let mut replayed = 0u64;
+    let mut aborted = Vec::new();
+    let scanned = seg.scan_from(from.max(seg.base_offset()), |pos, h| {
+        // A batch straddling `from` is in the snapshot already.
+        if h.base_offset >= from {
+            let marker = if h.is_control() && h.producer_id >= 0 {
+                batch::control_record(&seg.read_exact(pos, h.total_len())?)
+            } else {
+                None
+            };
+            aborted.extend(state.apply(h, h.base_offset, h.last_offset(), marker));
+            replayed += 1;
+        }
+        Ok(true)
+    });
+    let complete = match scanned {
+        Ok(()) => true,
+        // Damaged headers in a segment below the recovery point, which
+        // recovery trusted unread: serve the log with the state of what
+        // could be read rather than not at all.
+        Err(e) if e.kind() == io::ErrorKind::InvalidData => {
+            tracing::warn!(
+                segment = %seg.log_path().display(),
+                error = %e,
+                "damaged batch header: the producer state misses the batches after it"
+            );
+            false
+        }
+        Err(e) => return Err(io_at(seg.log_path())(e)),
+    };
+    for txn in &aborted {
+        seg.append_aborted(txn).map_err(io_at(seg.log_path()))?;
+    }
+    Ok((replayed, complete))
 }
 
 fn seg_path(seg: &Segment) -> &Path {

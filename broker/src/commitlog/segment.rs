@@ -1,4 +1,5 @@
-//! One segment: the `.log` file of concatenated batches and its two indexes.
+//! One segment: the `.log` file of concatenated batches, its two indexes and
+//! its aborted-transaction index.
 
 use std::fs::{self, File, OpenOptions};
 use std::io;
@@ -12,11 +13,13 @@ use bytes::Bytes;
 use super::batch::{self, BatchError, BatchHeader, HEADER_LEN};
 use super::index::OffsetIndex;
 use super::time_index::TimeIndex;
+use super::txn_index::{AbortedTxn, TxnIndex};
 use super::LogConfig;
 
 pub(crate) const LOG_EXT: &str = "log";
 pub(crate) const INDEX_EXT: &str = "index";
 pub(crate) const TIME_INDEX_EXT: &str = "timeindex";
+pub(crate) const TXN_INDEX_EXT: &str = "txnindex";
 pub(crate) const DELETED_SUFFIX: &str = ".deleted";
 
 /// Chunk read while scanning headers for a fetch or a truncation.
@@ -134,6 +137,9 @@ pub(crate) struct Segment {
     next_offset: i64,
     index: OffsetIndex,
     time_index: TimeIndex,
+    /// Not rebuilt by [`Segment::recover`]: the producer-state replay of
+    /// `recovery::load_producer_state` rewrites the entries it covers.
+    txn_index: TxnIndex,
     /// Largest batch `maxTimestamp` seen, -1 if none.
     max_timestamp: i64,
     /// Base offset of the first batch that reached `max_timestamp`.
@@ -201,6 +207,12 @@ impl Segment {
     ) -> io::Result<Segment> {
         let log_path = file_path(dir, base_offset, LOG_EXT);
         let log = open_log(&log_path, truncate)?;
+        let txn_path = file_path(dir, base_offset, TXN_INDEX_EXT);
+        let txn_index = if truncate {
+            TxnIndex::create(&txn_path)?
+        } else {
+            TxnIndex::open(&txn_path)?
+        };
         Ok(Segment {
             base_offset,
             log_path,
@@ -217,6 +229,7 @@ impl Segment {
                 base_offset,
                 config.segment_index_bytes,
             )?,
+            txn_index,
             max_timestamp: -1,
             offset_of_max_timestamp: base_offset,
             rolling_base_timestamp: None,
@@ -269,6 +282,7 @@ impl Segment {
         let (max_timestamp, offset_of_max_timestamp) =
             time_index.last_entry().unwrap_or((-1, base_offset));
         let created_ms = mtime_ms(&log)?;
+        let txn_index = TxnIndex::open(&file_path(dir, base_offset, TXN_INDEX_EXT))?;
         Ok(Some(Segment {
             base_offset,
             log_path,
@@ -277,6 +291,7 @@ impl Segment {
             next_offset,
             index,
             time_index,
+            txn_index,
             max_timestamp,
             offset_of_max_timestamp,
             rolling_base_timestamp: None,
@@ -563,9 +578,11 @@ impl Segment {
             .file_mut()
             .resize(config.segment_index_bytes)?;
         let Some((cut, header)) = self.find_batch(offset)? else {
+            self.txn_index.truncate_to(offset)?;
             return Ok(0);
         };
         let new_next = header.base_offset;
+        self.txn_index.truncate_to(new_next)?;
         self.log.set_len(cut)?;
         let dropped = self.size - cut;
         self.index.truncate_to(new_next);
@@ -613,15 +630,22 @@ impl Segment {
         Arc::clone(&self.log)
     }
 
-    pub(crate) fn sync_files(&self) -> [Arc<File>; 3] {
-        [
+    pub(crate) fn sync_files(&self) -> Vec<Arc<File>> {
+        let mut files = vec![
             Arc::clone(&self.log),
             Arc::clone(self.index.file().file()),
             Arc::clone(self.time_index.file().file()),
-        ]
+        ];
+        files.extend(self.txn_index.file());
+        files
     }
 
-    /// msync + fsync of the log and both indexes.
+    /// The aborted-transaction index file, if the segment has one.
+    pub(crate) fn txn_index_file(&self) -> Option<Arc<File>> {
+        self.txn_index.file()
+    }
+
+    /// msync + fsync of the log and all indexes.
     pub(crate) fn sync(&self) -> io::Result<()> {
         self.index.file().flush()?;
         self.time_index.file().flush()?;
@@ -636,7 +660,33 @@ impl Segment {
         self.index.file().flush()?;
         self.time_index.file().flush()?;
         self.index.file().file().sync_data()?;
-        self.time_index.file().file().sync_data()
+        self.time_index.file().file().sync_data()?;
+        self.txn_index.sync()
+    }
+
+    /// Records a transaction aborted by a marker in this segment.
+    pub(crate) fn append_aborted(&mut self, txn: &AbortedTxn) -> io::Result<()> {
+        self.txn_index.append(txn)
+    }
+
+    /// Drops the aborted transactions whose marker is at or after `offset`.
+    pub(crate) fn truncate_aborted(&mut self, offset: i64) -> io::Result<()> {
+        self.txn_index.truncate_to(offset)
+    }
+
+    /// fsync of the aborted-transaction index alone.
+    pub(crate) fn sync_txn_index(&self) -> io::Result<()> {
+        self.txn_index.sync()
+    }
+
+    /// See [`TxnIndex::collect`].
+    pub(crate) fn collect_aborted(
+        &self,
+        start_offset: i64,
+        upper_bound: i64,
+        out: &mut Vec<AbortedTxn>,
+    ) -> io::Result<bool> {
+        self.txn_index.collect(start_offset, upper_bound, out)
     }
 
     /// Deletes the segment's files: each is renamed with a `.deleted` suffix
@@ -647,6 +697,7 @@ impl Segment {
             self.log_path.clone(),
             self.index.file().path().to_path_buf(),
             self.time_index.file().path().to_path_buf(),
+            self.txn_index.path().to_path_buf(),
         ];
         drop(self);
         for path in paths {
@@ -727,9 +778,9 @@ pub(crate) fn delete_file(path: &Path) {
     }
 }
 
-/// Deletes the three files of the segment at `base_offset` without opening it.
+/// Deletes the files of the segment at `base_offset` without opening it.
 pub(crate) fn delete_segment_files(dir: &Path, base_offset: i64) {
-    for ext in [LOG_EXT, INDEX_EXT, TIME_INDEX_EXT] {
+    for ext in [LOG_EXT, INDEX_EXT, TIME_INDEX_EXT, TXN_INDEX_EXT] {
         delete_file(&file_path(dir, base_offset, ext));
     }
 }

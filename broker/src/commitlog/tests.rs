@@ -1472,3 +1472,452 @@ fn retention_deletes_the_snapshots_of_deleted_segments() {
     // The producer's state outlives its deleted batches.
     assert_duplicate(&mut log, &sent[2], 4, 5);
 }
+
+// Transactions.
+
+/// A transactional batch of `n` records of producer `pid`.
+fn txn_batch(pid: i64, epoch: i16, seq: i32, n: usize, ts: i64) -> Vec<u8> {
+    use batch::field;
+    let mut b = producer_batch(pid, epoch, seq, n, ts);
+    b[field::ATTRIBUTES..field::ATTRIBUTES + 2]
+        .copy_from_slice(&batch::ATTR_TRANSACTIONAL.to_be_bytes());
+    batch::fix_crc(&mut b);
+    b
+}
+
+/// Writes a commit or abort marker of `pid` as the coordinator does; returns
+/// its offset.
+fn end_txn(log: &mut Log, pid: i64, epoch: i16, commit: bool) -> i64 {
+    let marker = batch::build_control_batch(pid, epoch, commit, 5, 2_000);
+    let info = log.append_from_coordinator(&marker, EPOCH, 0).unwrap();
+    assert_eq!(info.base_offset, info.last_offset);
+    info.base_offset
+}
+
+fn aborted(producer_id: i64, first: i64, last: i64, lso: i64) -> AbortedTxn {
+    AbortedTxn {
+        producer_id,
+        first_offset: first,
+        last_offset: last,
+        last_stable_offset: lso,
+    }
+}
+
+/// One batch per segment: every test batch (data or marker) is below 100
+/// bytes, any two are above.
+fn one_batch_per_segment() -> LogConfig {
+    LogConfig {
+        segment_bytes: 100,
+        ..small_config()
+    }
+}
+
+fn txn_index_path(dir: &Path, base: i64) -> PathBuf {
+    dir.join(segment::file_name(base, "txnindex"))
+}
+
+#[test]
+fn commit_and_abort_markers_end_transactions_and_aborts_are_indexed() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut log = Log::open(dir.path(), small_config()).unwrap();
+    log.append(&txn_batch(1, 0, 0, 2, 100), EPOCH, 0).unwrap();
+    assert_eq!(log.ongoing_transactions(), vec![(1, 0)]);
+    log.append(&txn_batch(1, 0, 2, 1, 100), EPOCH, 0).unwrap();
+    assert_eq!(end_txn(&mut log, 1, 0, true), 3);
+    assert!(log.ongoing_transactions().is_empty());
+    assert!(log.aborted_transactions(0, i64::MAX).unwrap().is_empty());
+    assert!(!txn_index_path(dir.path(), 0).exists());
+
+    log.append(&txn_batch(1, 0, 3, 2, 100), EPOCH, 0).unwrap();
+    assert_eq!(log.ongoing_transactions(), vec![(1, 4)]);
+    assert_eq!(end_txn(&mut log, 1, 0, false), 6);
+    assert!(log.ongoing_transactions().is_empty());
+    assert_eq!(
+        log.aborted_transactions(0, i64::MAX).unwrap(),
+        vec![aborted(1, 4, 6, 7)]
+    );
+    assert_eq!(
+        fs::metadata(txn_index_path(dir.path(), 0)).unwrap().len(),
+        34
+    );
+    // A marker without a transaction in progress (a partition added to the
+    // transaction but never written to) ends nothing.
+    assert_eq!(end_txn(&mut log, 1, 0, false), 7);
+    assert_eq!(log.aborted_transactions(0, i64::MAX).unwrap().len(), 1);
+    // The markers are in the log as written, and read back.
+    let bytes = log.read(6, usize::MAX, i64::MAX).unwrap();
+    assert_eq!(
+        batch::control_record(&bytes),
+        Some(ControlMarker {
+            commit: false,
+            coordinator_epoch: 5
+        })
+    );
+    // The producer's sequence goes on after the markers.
+    let info = log.append(&txn_batch(1, 0, 5, 1, 100), EPOCH, 0).unwrap();
+    assert_eq!((info.base_offset, info.duplicate), (8, false));
+}
+
+#[test]
+fn clients_may_not_write_control_batches() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut log = Log::open(dir.path(), small_config()).unwrap();
+    let marker = batch::build_control_batch(1, 0, true, 0, 0);
+    let err = log.append(&marker, EPOCH, 0).unwrap_err();
+    assert!(
+        matches!(err, Error::InvalidBatch(ref e) if !e.is_corrupt()),
+        "{err}"
+    );
+    assert!(err.to_string().contains("WriteTxnMarkers"), "{err}");
+    assert_eq!(log.log_end_offset(), 0);
+}
+
+#[test]
+fn last_stable_offset_stops_at_transactions_of_two_producers() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut log = Log::open(dir.path(), small_config()).unwrap();
+    log.append(&txn_batch(1, 0, 0, 2, 100), EPOCH, 0).unwrap(); // 0..=1
+    log.append(&batch(1, 100, 10), EPOCH, 0).unwrap(); // 2
+    log.append(&txn_batch(2, 0, 0, 1, 100), EPOCH, 0).unwrap(); // 3
+    log.append(&batch(1, 100, 10), EPOCH, 0).unwrap(); // 4
+    assert_eq!(log.ongoing_transactions(), vec![(1, 0), (2, 3)]);
+    assert_eq!(log.last_stable_offset(5), 0);
+    assert_eq!(log.last_stable_offset(0), 0);
+    // Producer 2 aborts while producer 1's transaction holds the LSO at 0.
+    assert_eq!(end_txn(&mut log, 2, 0, false), 5);
+    assert_eq!(
+        log.aborted_transactions(0, i64::MAX).unwrap(),
+        vec![aborted(2, 3, 5, 0)]
+    );
+    assert_eq!(log.last_stable_offset(6), 0);
+    assert_eq!(end_txn(&mut log, 1, 0, true), 6);
+    assert_eq!(log.last_stable_offset(7), 7);
+    // Without transactions the LSO is the high watermark.
+    log.append(&batch(1, 100, 10), EPOCH, 0).unwrap();
+    assert_eq!(log.last_stable_offset(8), 8);
+}
+
+#[test]
+fn last_stable_offset_waits_until_the_high_watermark_passes_the_marker() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut log = Log::open(dir.path(), small_config()).unwrap();
+    log.append(&batch(2, 100, 10), EPOCH, 0).unwrap(); // 0..=1
+    log.append(&txn_batch(1, 0, 0, 2, 100), EPOCH, 0).unwrap(); // 2..=3
+    assert_eq!(end_txn(&mut log, 1, 0, true), 4);
+    assert_eq!(log.last_stable_offset(1), 1);
+    assert_eq!(log.last_stable_offset(3), 2);
+    // The marker itself is not yet replicated.
+    assert_eq!(log.last_stable_offset(4), 2);
+    assert_eq!(log.last_stable_offset(5), 5);
+    assert_eq!(log.last_stable_offset(5), 5);
+}
+
+/// A log of one batch per segment:
+/// 0..=1 txn of 1, 2..=3 txn of 2, 4 abort of 1, 5 plain, 6 abort of 2,
+/// 7..=8 txn of 1, 9 abort of 1, 10 plain.
+fn log_with_aborts_across_segments(dir: &Path) -> Log {
+    let mut log = Log::open(dir, one_batch_per_segment()).unwrap();
+    log.append(&txn_batch(1, 0, 0, 2, 100), EPOCH, 0).unwrap();
+    log.append(&txn_batch(2, 0, 0, 2, 100), EPOCH, 0).unwrap();
+    assert_eq!(end_txn(&mut log, 1, 0, false), 4);
+    log.append(&batch(1, 100, 10), EPOCH, 0).unwrap();
+    assert_eq!(end_txn(&mut log, 2, 0, false), 6);
+    log.append(&txn_batch(1, 0, 2, 2, 100), EPOCH, 0).unwrap();
+    assert_eq!(end_txn(&mut log, 1, 0, false), 9);
+    log.append(&batch(1, 100, 10), EPOCH, 0).unwrap();
+    assert_eq!(log.segment_count(), 8);
+    log
+}
+
+fn assert_aborts_across_segments(log: &Log) {
+    let all = vec![
+        aborted(1, 0, 4, 2),
+        aborted(2, 2, 6, 7),
+        aborted(1, 7, 9, 10),
+    ];
+    assert_eq!(log.aborted_transactions(0, i64::MAX).unwrap(), all);
+    // From the middle: only those whose marker is at or after it.
+    assert_eq!(
+        log.aborted_transactions(5, i64::MAX).unwrap(),
+        all[1..].to_vec()
+    );
+    assert_eq!(log.aborted_transactions(10, i64::MAX).unwrap(), vec![]);
+    // Up to a bound: only those that started below it.
+    assert_eq!(log.aborted_transactions(0, 2).unwrap(), all[..1].to_vec());
+    assert_eq!(log.aborted_transactions(3, 7).unwrap(), all[..2].to_vec());
+    assert_eq!(log.aborted_transactions(7, 8).unwrap(), all[2..].to_vec());
+    assert!(log.ongoing_transactions().is_empty());
+}
+
+#[test]
+fn aborted_transactions_are_found_across_segment_rolls() {
+    let dir = tempfile::tempdir().unwrap();
+    let log = log_with_aborts_across_segments(dir.path());
+    assert_aborts_across_segments(&log);
+    // Each entry is in the segment of its marker; others have no file.
+    for base in [4, 6, 9] {
+        let len = fs::metadata(txn_index_path(dir.path(), base))
+            .unwrap()
+            .len();
+        assert_eq!(len, 34, "segment {base}");
+    }
+    for base in [0, 2, 5, 7, 10] {
+        assert!(!txn_index_path(dir.path(), base).exists(), "segment {base}");
+    }
+}
+
+#[test]
+fn the_txn_index_survives_close_and_reopen() {
+    let dir = tempfile::tempdir().unwrap();
+    log_with_aborts_across_segments(dir.path()).close().unwrap();
+    let log = Log::open(dir.path(), one_batch_per_segment()).unwrap();
+    assert_aborts_across_segments(&log);
+}
+
+#[test]
+fn a_crash_rebuilds_the_txn_index_from_the_replay_without_duplicates() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut log = log_with_aborts_across_segments(dir.path());
+    // A transaction in progress and an abort after the last snapshot (taken
+    // at the roll to segment 11).
+    log.append(&txn_batch(3, 0, 0, 1, 100), EPOCH, 0).unwrap(); // 11
+    log.append(&txn_batch(4, 0, 0, 1, 100), EPOCH, 0).unwrap(); // 12
+    assert_eq!(end_txn(&mut log, 4, 0, false), 13);
+    let newest_snapshot = *snapshots(dir.path()).last().unwrap();
+    assert!(newest_snapshot <= 13, "{newest_snapshot}");
+    drop(log); // a crash
+
+    let mut log = Log::open(dir.path(), one_batch_per_segment()).unwrap();
+    let entries = log.aborted_transactions(10, i64::MAX).unwrap();
+    assert_eq!(entries, vec![aborted(4, 12, 13, 11)]);
+    assert_eq!(log.ongoing_transactions(), vec![(3, 11)]);
+    assert_eq!(
+        fs::metadata(txn_index_path(dir.path(), 13)).unwrap().len(),
+        34
+    );
+    assert_eq!(log.last_stable_offset(14), 11);
+
+    // With no snapshot at all, the whole log is replayed: the same entries.
+    drop(log);
+    for offset in snapshots(dir.path()) {
+        fs::remove_file(dir.path().join(producer_state::snapshot_file_name(offset))).unwrap();
+    }
+    let log = Log::open(dir.path(), one_batch_per_segment()).unwrap();
+    assert_aborts_across_segments_then(&log, &[aborted(4, 12, 13, 11)]);
+    assert_eq!(log.ongoing_transactions(), vec![(3, 11)]);
+}
+
+/// [`assert_aborts_across_segments`] followed by `more` entries.
+fn assert_aborts_across_segments_then(log: &Log, more: &[AbortedTxn]) {
+    let mut all = vec![
+        aborted(1, 0, 4, 2),
+        aborted(2, 2, 6, 7),
+        aborted(1, 7, 9, 10),
+    ];
+    all.extend_from_slice(more);
+    assert_eq!(log.aborted_transactions(0, i64::MAX).unwrap(), all);
+}
+
+#[test]
+fn truncating_below_an_abort_marker_drops_its_entry_and_reopens_the_transaction() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut log = Log::open(dir.path(), small_config()).unwrap();
+    log.append(&txn_batch(1, 0, 0, 2, 100), EPOCH, 0).unwrap(); // 0..=1
+    log.take_producer_snapshot().unwrap(); // at 2, transaction in progress
+    assert_eq!(end_txn(&mut log, 1, 0, false), 2);
+    log.append(&batch(1, 100, 10), EPOCH, 0).unwrap(); // 3
+    log.take_producer_snapshot().unwrap(); // at 4
+    assert_eq!(snapshots(dir.path()), vec![2, 4]);
+    assert_eq!(log.aborted_transactions(0, i64::MAX).unwrap().len(), 1);
+
+    log.truncate_to(2).unwrap();
+    assert_eq!(snapshots(dir.path()), vec![2]);
+    assert!(log.aborted_transactions(0, i64::MAX).unwrap().is_empty());
+    assert_eq!(
+        fs::metadata(txn_index_path(dir.path(), 0)).unwrap().len(),
+        0
+    );
+    assert_eq!(log.ongoing_transactions(), vec![(1, 0)]);
+    assert_eq!(log.last_stable_offset(2), 0);
+    // The coordinator writes the marker again.
+    assert_eq!(end_txn(&mut log, 1, 0, false), 2);
+    assert_eq!(
+        log.aborted_transactions(0, i64::MAX).unwrap(),
+        vec![aborted(1, 0, 2, 3)]
+    );
+    // Truncating below the transaction's start forgets it.
+    log.truncate_to(1).unwrap();
+    assert_eq!(log.log_end_offset(), 0);
+    assert!(log.ongoing_transactions().is_empty());
+    assert!(log.aborted_transactions(0, i64::MAX).unwrap().is_empty());
+}
+
+#[test]
+fn truncate_fully_and_start_at_drops_every_txn_index() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut log = Log::open(dir.path(), small_config()).unwrap();
+    log.append(&txn_batch(1, 0, 0, 2, 100), EPOCH, 0).unwrap();
+    end_txn(&mut log, 1, 0, false);
+    log.append(&txn_batch(2, 0, 0, 2, 100), EPOCH, 0).unwrap();
+    log.truncate_fully_and_start_at(100).unwrap();
+    assert!(log.aborted_transactions(0, i64::MAX).unwrap().is_empty());
+    assert!(log.ongoing_transactions().is_empty());
+    assert!(!txn_index_path(dir.path(), 0).exists());
+    log.append(&txn_batch(1, 0, 0, 2, 100), EPOCH, 0).unwrap();
+    end_txn(&mut log, 1, 0, false);
+    // Restarting at the offset of the segment reuses it, emptied.
+    log.truncate_fully_and_start_at(100).unwrap();
+    assert!(log.aborted_transactions(0, i64::MAX).unwrap().is_empty());
+    assert_eq!(
+        fs::metadata(txn_index_path(dir.path(), 100)).unwrap().len(),
+        0
+    );
+}
+
+#[test]
+fn retention_deletes_the_txn_index_of_a_deleted_segment() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut log = log_with_aborts_across_segments(dir.path());
+    assert!(txn_index_path(dir.path(), 4).exists());
+    log.delete_records_before(5).unwrap();
+    assert_eq!(log.log_start_offset(), 5);
+    assert!(!txn_index_path(dir.path(), 4).exists());
+    assert!(txn_index_path(dir.path(), 6).exists());
+    assert_eq!(
+        log.aborted_transactions(5, i64::MAX).unwrap(),
+        vec![aborted(2, 2, 6, 7), aborted(1, 7, 9, 10)]
+    );
+    // Time-based retention too.
+    let config = LogConfig {
+        retention_ms: 1_000,
+        ..one_batch_per_segment()
+    };
+    log.set_config(config);
+    log.retain(1_000_000).unwrap();
+    assert_eq!(log.segment_count(), 1);
+    for base in [6, 9] {
+        assert!(!txn_index_path(dir.path(), base).exists(), "segment {base}");
+    }
+}
+
+#[test]
+fn a_marker_of_an_older_epoch_is_refused() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut log = Log::open(dir.path(), small_config()).unwrap();
+    log.append(&txn_batch(1, 2, 0, 2, 100), EPOCH, 0).unwrap();
+    let stale = batch::build_control_batch(1, 1, false, 0, 0);
+    let err = log.append_from_coordinator(&stale, EPOCH, 0).unwrap_err();
+    assert!(matches!(
+        err,
+        Error::Producer(ProducerError::InvalidProducerEpoch {
+            producer_id: 1,
+            current: 2,
+            got: 1
+        })
+    ));
+    assert_eq!(log.log_end_offset(), 2);
+    assert_eq!(log.ongoing_transactions(), vec![(1, 0)]);
+    // A bumped epoch (the coordinator aborting a timed-out transaction)
+    // fences the producer's old epoch; the new one starts at sequence 0.
+    assert_eq!(end_txn(&mut log, 1, 3, false), 2);
+    let err = log
+        .append(&txn_batch(1, 2, 2, 1, 100), EPOCH, 0)
+        .unwrap_err();
+    assert!(matches!(
+        err,
+        Error::Producer(ProducerError::InvalidProducerEpoch { current: 3, .. })
+    ));
+    let info = log.append(&txn_batch(1, 3, 0, 1, 100), EPOCH, 0).unwrap();
+    assert_eq!(info.base_offset, 3);
+}
+
+#[test]
+fn coordinator_batches_without_a_sequence_are_not_sequence_checked() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut log = Log::open(dir.path(), small_config()).unwrap();
+    let offsets_commit = txn_batch(5, 0, -1, 1, 100);
+    // A client may not write without a sequence.
+    assert!(matches!(
+        log.append(&offsets_commit, EPOCH, 0).unwrap_err(),
+        Error::Producer(ProducerError::UnknownProducerId(5))
+    ));
+    for expected in [0, 1] {
+        let info = log
+            .append_from_coordinator(&offsets_commit, EPOCH, 0)
+            .unwrap();
+        assert_eq!((info.base_offset, info.duplicate), (expected, false));
+    }
+    assert_eq!(log.ongoing_transactions(), vec![(5, 0)]);
+    assert!(log.producer_state().entry(5).unwrap().batches().is_empty());
+    assert_eq!(end_txn(&mut log, 5, 0, true), 2);
+    assert!(log.ongoing_transactions().is_empty());
+    assert_eq!(log.last_stable_offset(3), 3);
+}
+
+#[test]
+fn a_torn_txn_index_is_truncated_on_open() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut log = Log::open(dir.path(), small_config()).unwrap();
+    log.append(&txn_batch(1, 0, 0, 2, 100), EPOCH, 0).unwrap();
+    end_txn(&mut log, 1, 0, false);
+    log.close().unwrap();
+    let path = txn_index_path(dir.path(), 0);
+    let mut bytes = fs::read(&path).unwrap();
+    bytes.extend_from_slice(&[0, 0, 0, 0, 0, 0, 0, 1, 0, 0]);
+    fs::write(&path, bytes).unwrap();
+
+    let log = Log::open(dir.path(), small_config()).unwrap();
+    assert_eq!(fs::metadata(&path).unwrap().len(), 34);
+    assert_eq!(
+        log.aborted_transactions(0, i64::MAX).unwrap(),
+        vec![aborted(1, 0, 2, 3)]
+    );
+}
+
+#[test]
+fn expiration_keeps_producers_with_a_transaction_in_progress() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut log = Log::open(dir.path(), small_config()).unwrap();
+    log.append(&txn_batch(1, 0, 0, 1, 1_000), EPOCH, 0).unwrap();
+    log.append(&producer_batch(2, 0, 0, 1, 1_000), EPOCH, 0)
+        .unwrap();
+    assert_eq!(log.expire_producers(1_000_000, 1_000), 1);
+    assert_eq!(log.ongoing_transactions(), vec![(1, 0)]);
+    // The marker's timestamp (2 000) counts as the producer's last write.
+    end_txn(&mut log, 1, 0, true);
+    assert_eq!(log.expire_producers(2_999, 1_000), 0);
+    assert_eq!(log.expire_producers(3_000, 1_000), 1);
+    assert_eq!(log.producer_count(), 0);
+}
+
+#[test]
+fn a_follower_tracks_transactions_and_indexes_aborts_like_its_leader() {
+    let leader_dir = tempfile::tempdir().unwrap();
+    let follower_dir = tempfile::tempdir().unwrap();
+    let mut leader = log_with_aborts_across_segments(leader_dir.path());
+    leader
+        .append(&txn_batch(3, 0, 0, 1, 100), EPOCH, 0)
+        .unwrap(); // 11
+    let mut follower = Log::open(follower_dir.path(), one_batch_per_segment()).unwrap();
+    for bytes in batches_from(&leader, 0) {
+        follower.append_replicated(&bytes).unwrap();
+    }
+    assert_eq!(follower.log_end_offset(), 12);
+    assert_aborts_across_segments_then(&follower, &[]);
+    assert_eq!(follower.ongoing_transactions(), vec![(3, 11)]);
+    assert_eq!(follower.last_stable_offset(12), 11);
+    // Once it leads, the producer's sequence and transaction go on.
+    let info = follower
+        .append(&txn_batch(3, 0, 1, 1, 100), EPOCH + 1, 0)
+        .unwrap();
+    assert_eq!(info.base_offset, 12);
+    let marker = batch::build_control_batch(3, 0, false, 5, 2_000);
+    let info = follower
+        .append_from_coordinator(&marker, EPOCH + 1, 0)
+        .unwrap();
+    assert_eq!(info.base_offset, 13);
+    assert_eq!(
+        follower.aborted_transactions(11, i64::MAX).unwrap(),
+        vec![aborted(3, 11, 13, 14)]
+    );
+}
