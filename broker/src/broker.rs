@@ -17,8 +17,10 @@ use crate::cluster::image::{BrokerRegistration, MetadataImage};
 use crate::cluster::messages::{ControllerError, ControllerRequest, ControllerResponse, NewTopic};
 use crate::cluster::quorum::{Quorum, QuorumConfig};
 use crate::config::BrokerConfig;
-use crate::coordinator::{GroupCoordinator, OFFSETS_TOPIC};
+use crate::coordinator::txn::{TxnCoordinator, TxnSettings};
+use crate::coordinator::{GroupCoordinator, OFFSETS_TOPIC, TXN_TOPIC};
 use crate::flusher::Flusher;
+use crate::partition::Partition;
 use crate::replication::{fetcher, Replication};
 use crate::topics::{self, TopicRegistry};
 
@@ -57,6 +59,8 @@ pub struct Broker {
     pub flusher: Flusher,
     /// The classic group coordinator, backed by `__consumer_offsets`.
     pub groups: GroupCoordinator,
+    /// The transaction coordinator, backed by `__transaction_state`.
+    pub txns: TxnCoordinator,
     pub quorum: Quorum,
     pub controller: Controller,
     pub replication: Replication,
@@ -148,6 +152,20 @@ impl Broker {
             config.topic_defaults.min_insync_replicas,
             Duration::from_millis(5_000),
         );
+        let txn_partitions = image
+            .topic(TXN_TOPIC)
+            .map(|t| i32::try_from(t.partitions.len()).unwrap_or(1))
+            .unwrap_or(config.transaction_state_log_num_partitions.max(1));
+        let txns = TxnCoordinator::new(
+            TxnSettings {
+                num_partitions: txn_partitions,
+                max_timeout_ms: config.transaction_max_timeout_ms,
+                id_expiration_ms: config.transactional_id_expiration_ms,
+                min_insync: config.transaction_state_log_min_isr,
+                write_timeout: Duration::from_millis(5_000),
+            },
+            flusher.clone(),
+        );
         let cancel = CancellationToken::new();
         let replication = Replication::new(
             fetcher::Settings {
@@ -170,6 +188,7 @@ impl Broker {
             topics,
             flusher,
             groups,
+            txns,
             quorum,
             controller,
             replication,
@@ -180,6 +199,7 @@ impl Broker {
             cancel,
             producer_ids: tokio::sync::Mutex::new((0, 0)),
         });
+        broker.txns.attach(Arc::downgrade(&broker));
         let b = broker.clone();
         let index = image.applied_index;
         let _ =
@@ -293,6 +313,70 @@ impl Broker {
         let id = ids.0;
         ids.0 += 1;
         Ok(id)
+    }
+
+    /// This broker became leader of `topic`-`index`: the coordinator backed
+    /// by that topic (if any) takes its partition over.
+    pub fn elect_coordinator(&self, topic: &str, index: i32, p: &Arc<Partition>, epoch: i32) {
+        match topic {
+            OFFSETS_TOPIC => self.groups.elect(index, p.clone(), epoch),
+            TXN_TOPIC => self.txns.elect(index, p.clone(), epoch),
+            _ => {}
+        }
+    }
+
+    /// This broker no longer leads `topic`-`index`.
+    pub fn resign_coordinator(&self, topic: &str, index: i32, epoch: i32) {
+        match topic {
+            OFFSETS_TOPIC => self.groups.resign(index, epoch),
+            TXN_TOPIC => self.txns.resign(index, epoch),
+            _ => {}
+        }
+    }
+
+    /// Creates `__transaction_state` if it does not exist yet (Kafka creates
+    /// it when the first transactional producer looks for its
+    /// coordinator): `transaction.state.log.num.partitions` partitions,
+    /// replication factor `transaction.state.log.replication.factor`
+    /// capped at the live brokers. Returns once this broker's image has it,
+    /// or after a few seconds (the caller answers "not available, retry").
+    pub async fn ensure_txn_topic(&self) {
+        let image = self.image();
+        if image.topic(TXN_TOPIC).is_some() {
+            return;
+        }
+        let live = image.usable_brokers().len().max(1);
+        let rf = usize::try_from(self.config.transaction_state_log_replication_factor)
+            .unwrap_or(1)
+            .clamp(1, live);
+        let min_isr = usize::try_from(self.config.transaction_state_log_min_isr)
+            .unwrap_or(1)
+            .clamp(1, rf);
+        let topic = NewTopic {
+            name: TXN_TOPIC.to_string(),
+            partitions: self.config.transaction_state_log_num_partitions.max(1),
+            replication_factor: i16::try_from(rf).unwrap_or(1),
+            assignments: None,
+            configs: [
+                ("retention.ms".to_string(), "-1".to_string()),
+                ("min.insync.replicas".to_string(), min_isr.to_string()),
+            ]
+            .into(),
+        };
+        let resp = self
+            .quorum
+            .call_controller(
+                ControllerRequest::CreateTopics {
+                    topics: vec![topic],
+                    validate_only: false,
+                },
+                Duration::from_secs(5),
+            )
+            .await;
+        if let ControllerResponse::Outcomes { applied_index, .. } = resp {
+            self.wait_applied(applied_index, Duration::from_secs(5))
+                .await;
+        }
     }
 
     /// Creates topics with the broker defaults (auto-creation); topics that
@@ -515,12 +599,23 @@ impl Broker {
         let mut retention = tokio::time::interval(retention_every);
         let mut checkpoint = tokio::time::interval(checkpoint_every);
         let mut flush_tick = tokio::time::interval(Duration::from_millis(100));
-        for t in [&mut retention, &mut checkpoint, &mut flush_tick] {
+        let mut txn_cleanup = tokio::time::interval(Duration::from_millis(
+            u64::try_from(self.config.transaction_abort_timed_out_cleanup_interval_ms)
+                .unwrap_or(10_000)
+                .max(1),
+        ));
+        for t in [
+            &mut retention,
+            &mut checkpoint,
+            &mut flush_tick,
+            &mut txn_cleanup,
+        ] {
             t.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         }
         loop {
             tokio::select! {
                 _ = cancel.cancelled() => return,
+                _ = txn_cleanup.tick() => self.txns.abort_timed_out(),
                 _ = retention.tick() => {
                     self.groups.expire_offsets(now_ms());
                     let expiration = self.config.producer_id_expiration_ms;

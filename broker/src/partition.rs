@@ -91,6 +91,9 @@ pub enum Bound {
     HighWatermark,
     /// Followers and the group coordinator's load: everything in the log.
     LogEnd,
+    /// `read_committed` consumers: below the last stable offset only, so no
+    /// open transaction's records.
+    LastStable,
 }
 
 /// A partition replica hosted by this broker.
@@ -112,6 +115,8 @@ pub struct Partition {
 pub struct ReadResult {
     pub records: Bytes,
     pub high_watermark: i64,
+    /// Below it no transaction is open (at most the high watermark).
+    pub last_stable_offset: i64,
     pub log_start_offset: i64,
     pub log_end_offset: i64,
 }
@@ -341,6 +346,19 @@ impl Partition {
         acks: i16,
         min_insync: i32,
     ) -> Result<(AppendInfo, i32), AppendError> {
+        self.append_leader_with(acks, min_insync, |log, epoch| {
+            log.append_with(records, epoch, now_ms, log_append_time)
+        })
+    }
+
+    /// A leader append done by `append` on the locked log in the current
+    /// leader epoch.
+    fn append_leader_with(
+        &self,
+        acks: i16,
+        min_insync: i32,
+        append: impl FnOnce(&mut Log, i32) -> Result<AppendInfo, commitlog::Error>,
+    ) -> Result<(AppendInfo, i32), AppendError> {
         let mut r = self.replica.lock();
         if r.role != Role::Leader {
             return Err(AppendError::NotLeader);
@@ -353,7 +371,7 @@ impl Partition {
         }
         let info = {
             let mut log = self.log.lock();
-            let info = log.append_with(records, r.leader_epoch, now_ms, log_append_time)?;
+            let info = append(&mut log, r.leader_epoch)?;
             self.log_end_offset
                 .store(log.log_end_offset(), Ordering::Release);
             info
@@ -363,6 +381,28 @@ impl Partition {
         drop(r);
         self.wake_waiters();
         Ok((info, epoch))
+    }
+
+    /// The last stable offset: the high watermark, or the first offset of
+    /// the oldest transaction still open (or whose marker is not yet
+    /// replicated), if lower.
+    pub fn last_stable_offset(&self) -> i64 {
+        let hw = self.high_watermark();
+        self.log.lock().last_stable_offset(hw)
+    }
+
+    /// Appends batches a coordinator of this broker wrote (transaction
+    /// markers, offsets committed in a transaction) as the leader: no
+    /// sequence checks, and the ISR must hold `min_insync` replicas.
+    pub fn append_from_coordinator(
+        &self,
+        records: &[u8],
+        now_ms: i64,
+        min_insync: i32,
+    ) -> Result<(AppendInfo, i32), AppendError> {
+        self.append_leader_with(-1, min_insync, |log, epoch| {
+            log.append_from_coordinator(records, epoch, now_ms)
+        })
     }
 
     /// Appends batches fetched from the leader, as they are.
@@ -517,16 +557,19 @@ impl Partition {
         max_bytes: usize,
         bound: Bound,
     ) -> Result<ReadResult, commitlog::Error> {
-        let log = self.log.lock();
+        let mut log = self.log.lock();
         let high_watermark = self.high_watermark();
+        let last_stable_offset = log.last_stable_offset(high_watermark);
         let limit = match bound {
             Bound::HighWatermark => high_watermark,
+            Bound::LastStable => last_stable_offset,
             Bound::LogEnd => log.log_end_offset(),
         };
         let records = log.read(offset, max_bytes, limit)?;
         Ok(ReadResult {
             records,
             high_watermark,
+            last_stable_offset,
             log_start_offset: log.log_start_offset(),
             log_end_offset: log.log_end_offset(),
         })

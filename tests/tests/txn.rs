@@ -446,6 +446,9 @@ impl TxnProducer {
     }
 
     fn abort(&mut self) -> Result<(), KafkaError> {
+        // A BaseProducer's delivery reports are served only by polling:
+        // abort_transaction waits for them and cannot serve them itself.
+        let _ = self.producer.flush(CALL_TIMEOUT);
         let r = retrying("abort_transaction", || {
             self.producer.abort_transaction(CALL_TIMEOUT)
         });

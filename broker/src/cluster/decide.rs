@@ -553,6 +553,11 @@ pub fn delete_topic(image: &MetadataImage, name: &str) -> Result<MetadataRecord,
             "{name} is internal: it holds the consumer groups' offsets and cannot be deleted"
         )));
     }
+    if name == crate::coordinator::TXN_TOPIC {
+        return Err(ControllerError::PolicyViolation(format!(
+            "{name} is internal: it holds the transaction coordinator's state and cannot be deleted"
+        )));
+    }
     Ok(MetadataRecord::DeleteTopic {
         name: name.to_string(),
     })

@@ -162,6 +162,20 @@ pub struct BrokerConfig {
     /// `producer.id.expiration.ms`: an idempotent producer's state is
     /// forgotten after this long without a write.
     pub producer_id_expiration_ms: i64,
+    /// `transaction.state.log.num.partitions`.
+    pub transaction_state_log_num_partitions: i32,
+    /// `transaction.state.log.replication.factor`.
+    pub transaction_state_log_replication_factor: i16,
+    /// `transaction.state.log.min.isr`.
+    pub transaction_state_log_min_isr: i32,
+    /// `transaction.max.timeout.ms`: the longest transaction timeout a
+    /// producer may ask for.
+    pub transaction_max_timeout_ms: i64,
+    /// `transactional.id.expiration.ms`: a transactional id with no
+    /// transaction for this long is forgotten.
+    pub transactional_id_expiration_ms: i64,
+    /// `transaction.abort.timed.out.transaction.cleanup.interval.ms`.
+    pub transaction_abort_timed_out_cleanup_interval_ms: i64,
     /// `controller.listen`: HOST:PORT the controller quorum listens on. After
     /// [`BrokerConfig::load`] it is set whenever `voters` is non-empty (taken from
     /// this node's voter entry if not given).
@@ -214,6 +228,12 @@ impl Default for BrokerConfig {
             offsets_topic_num_partitions: 50,
             offsets_retention_minutes: 10_080,
             producer_id_expiration_ms: 86_400_000,
+            transaction_state_log_num_partitions: 50,
+            transaction_state_log_replication_factor: 3,
+            transaction_state_log_min_isr: 2,
+            transaction_max_timeout_ms: 900_000,
+            transactional_id_expiration_ms: 604_800_000,
+            transaction_abort_timed_out_cleanup_interval_ms: 10_000,
             controller_listen: None,
             voters: BTreeMap::new(),
             rack: None,
@@ -1291,6 +1311,82 @@ static BROKER_KEYS: &[BrokerKey] = &[
         },
     },
     BrokerKey {
+        name: "transaction.state.log.num.partitions",
+        config_type: ConfigType::Int,
+        doc: "Partitions of the internal __transaction_state topic (created at the \
+              first transactional producer).",
+        field: Field::Int {
+            min: 1,
+            max: i32::MAX as i64,
+            unit: "partitions",
+            get: |c| c.transaction_state_log_num_partitions.into(),
+            set: |c, v| c.transaction_state_log_num_partitions = v as i32,
+        },
+    },
+    BrokerKey {
+        name: "transaction.state.log.replication.factor",
+        config_type: ConfigType::Short,
+        doc: "Replication factor of the internal __transaction_state topic (capped at \
+              the number of brokers).",
+        field: Field::Int {
+            min: 1,
+            max: i16::MAX as i64,
+            unit: "replicas",
+            get: |c| c.transaction_state_log_replication_factor.into(),
+            set: |c, v| c.transaction_state_log_replication_factor = v as i16,
+        },
+    },
+    BrokerKey {
+        name: "transaction.state.log.min.isr",
+        config_type: ConfigType::Int,
+        doc: "min.insync.replicas of the internal __transaction_state topic.",
+        field: Field::Int {
+            min: 1,
+            max: i32::MAX as i64,
+            unit: "replicas",
+            get: |c| c.transaction_state_log_min_isr.into(),
+            set: |c, v| c.transaction_state_log_min_isr = v as i32,
+        },
+    },
+    BrokerKey {
+        name: "transaction.max.timeout.ms",
+        config_type: ConfigType::Int,
+        doc: "The longest transaction.timeout.ms a producer may ask for.",
+        field: Field::Int {
+            min: 1,
+            max: i32::MAX as i64,
+            unit: "milliseconds",
+            get: |c| c.transaction_max_timeout_ms,
+            set: |c, v| c.transaction_max_timeout_ms = v,
+        },
+    },
+    BrokerKey {
+        name: "transactional.id.expiration.ms",
+        config_type: ConfigType::Int,
+        doc: "How long the coordinator keeps a transactional id that has no \
+              transaction going.",
+        field: Field::Int {
+            min: 1,
+            max: i32::MAX as i64,
+            unit: "milliseconds",
+            get: |c| c.transactional_id_expiration_ms,
+            set: |c, v| c.transactional_id_expiration_ms = v,
+        },
+    },
+    BrokerKey {
+        name: "transaction.abort.timed.out.transaction.cleanup.interval.ms",
+        config_type: ConfigType::Int,
+        doc: "How often the coordinator looks for transactions past their timeout \
+              (to abort them) and expired transactional ids.",
+        field: Field::Int {
+            min: 1,
+            max: i32::MAX as i64,
+            unit: "milliseconds",
+            get: |c| c.transaction_abort_timed_out_cleanup_interval_ms,
+            set: |c, v| c.transaction_abort_timed_out_cleanup_interval_ms = v,
+        },
+    },
+    BrokerKey {
         name: "offsets.topic.replication.factor",
         config_type: ConfigType::Short,
         doc: "Replication factor of the internal __consumer_offsets topic.",
@@ -1568,6 +1664,12 @@ offsets.topic.num.partitions: 3
 offsets.retention.minutes: 60
 offsets.topic.replication.factor: 2
 producer.id.expiration.ms: 600000
+transaction.state.log.num.partitions: 7
+transaction.state.log.replication.factor: 2
+transaction.state.log.min.isr: 1
+transaction.max.timeout.ms: 60000
+transactional.id.expiration.ms: 3600000
+transaction.abort.timed.out.transaction.cleanup.interval.ms: 500
 broker.rack: eu-west-1a
 controller.listen: "[::1]:9093"
 controller.quorum.voters: 7@[::1]:9093,8@broker8.example.com:9093
@@ -1622,6 +1724,12 @@ log.segment.delete.delay.ms: 4000
         assert_eq!(c.offsets_retention_minutes, 60);
         assert_eq!(c.offsets_topic_replication_factor, 2);
         assert_eq!(c.producer_id_expiration_ms, 600_000);
+        assert_eq!(c.transaction_state_log_num_partitions, 7);
+        assert_eq!(c.transaction_state_log_replication_factor, 2);
+        assert_eq!(c.transaction_state_log_min_isr, 1);
+        assert_eq!(c.transaction_max_timeout_ms, 60_000);
+        assert_eq!(c.transactional_id_expiration_ms, 3_600_000);
+        assert_eq!(c.transaction_abort_timed_out_cleanup_interval_ms, 500);
         assert_eq!(c.rack.as_deref(), Some("eu-west-1a"));
         assert_eq!(c.controller_listen.as_deref(), Some("[::1]:9093"));
         assert_eq!(

@@ -7,6 +7,10 @@
 //! does not match our history gets the diverging epoch to truncate to.
 //! Consumers read up to the high watermark, from the leader only.
 //!
+//! `read_committed` consumers read up to the last stable offset and get
+//! the aborted transactions overlapping what they read, from the aborted
+//! transaction index, so they can drop those records.
+//!
 //! Fetch sessions (KIP-227) are not created: the response's session id 0
 //! tells the client to keep sending full fetch requests.
 
@@ -16,13 +20,14 @@ use std::time::Duration;
 use bytes::Bytes;
 use kafka_protocol::error::ResponseError;
 use kafka_protocol::messages::fetch_response::{
-    EpochEndOffset, FetchableTopicResponse, PartitionData,
+    AbortedTransaction, EpochEndOffset, FetchableTopicResponse, PartitionData,
 };
-use kafka_protocol::messages::{FetchRequest, FetchResponse, TopicName};
+use kafka_protocol::messages::{FetchRequest, FetchResponse, ProducerId, TopicName};
 use tokio::sync::Notify;
 
 use super::{code, log_error, Ctx, Error, Reply, NONE};
 use crate::broker::now_ms;
+use crate::commitlog::batch;
 use crate::partition::{Bound, FollowerFetch, Partition};
 
 struct Target {
@@ -84,6 +89,8 @@ pub fn handle(ctx: Ctx, req: FetchRequest) -> Result<Reply, Error> {
     let read_committed = req.isolation_level == READ_COMMITTED;
     let bound = if follower.is_some() {
         Bound::LogEnd
+    } else if read_committed {
+        Bound::LastStable
     } else {
         Bound::HighWatermark
     };
@@ -126,6 +133,32 @@ pub fn handle(ctx: Ctx, req: FetchRequest) -> Result<Reply, Error> {
     })))
 }
 
+/// The aborted transactions a read_committed consumer needs to drop the
+/// aborted records among `records` (read from `offset`).
+fn aborted(p: &Partition, offset: i64, records: &Bytes) -> Vec<AbortedTransaction> {
+    let Some(upper) = batch::headers(records)
+        .filter_map(Result::ok)
+        .map(|(_, h)| h.next_offset())
+        .last()
+    else {
+        return Vec::new();
+    };
+    match p.with_log(|l| l.aborted_transactions(offset, upper)) {
+        Ok(list) => list
+            .into_iter()
+            .map(|a| {
+                AbortedTransaction::default()
+                    .with_producer_id(ProducerId(a.producer_id))
+                    .with_first_offset(a.first_offset)
+            })
+            .collect(),
+        Err(e) => {
+            tracing::warn!(partition = %p.dir().display(), error = %e, "cannot read the aborted transaction index");
+            Vec::new()
+        }
+    }
+}
+
 /// Reads every target once; returns the response, its record bytes, and
 /// whether any partition answered with an error (which ends long polling).
 fn read_all(
@@ -154,7 +187,7 @@ fn read_all(
                 pd = pd
                     .with_error_code(NONE)
                     .with_high_watermark(p.high_watermark())
-                    .with_last_stable_offset(p.high_watermark())
+                    .with_last_stable_offset(p.last_stable_offset())
                     .with_log_start_offset(p.log_start_offset())
                     .with_diverging_epoch(
                         EpochEndOffset::default()
@@ -171,6 +204,7 @@ fn read_all(
                     Ok(crate::partition::ReadResult {
                         records: Bytes::new(),
                         high_watermark: p.high_watermark(),
+                        last_stable_offset: p.last_stable_offset(),
                         log_start_offset: p.log_start_offset(),
                         log_end_offset: p.log_end_offset(),
                     })
@@ -181,10 +215,14 @@ fn read_all(
                     Ok(r) => {
                         total += r.records.len();
                         remaining = remaining.saturating_sub(r.records.len());
+                        if read_committed {
+                            pd = pd
+                                .with_aborted_transactions(Some(aborted(p, t.offset, &r.records)));
+                        }
                         pd = pd
                             .with_error_code(NONE)
                             .with_high_watermark(r.high_watermark)
-                            .with_last_stable_offset(r.high_watermark)
+                            .with_last_stable_offset(r.last_stable_offset)
                             .with_log_start_offset(r.log_start_offset)
                             .with_records(Some(r.records));
                     }

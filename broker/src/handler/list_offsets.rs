@@ -1,5 +1,6 @@
 //! ListOffsets (key 2), v1-7: earliest (-2), latest (-1), max timestamp (-3)
-//! and the first offset at or after a timestamp.
+//! and the first offset at or after a timestamp. With `read_committed`
+//! (v2+), latest is the last stable offset.
 
 use bytes::BytesMut;
 use kafka_protocol::error::ResponseError;
@@ -15,6 +16,7 @@ const EARLIEST: i64 = -2;
 const MAX_TIMESTAMP: i64 = -3;
 
 pub fn handle(ctx: &Ctx, req: ListOffsetsRequest) -> Result<BytesMut, Error> {
+    let read_committed = req.isolation_level == 1;
     let mut topics = Vec::with_capacity(req.topics.len());
     for t in req.topics {
         let partitions = t
@@ -37,6 +39,7 @@ pub fn handle(ctx: &Ctx, req: ListOffsetsRequest) -> Result<BytesMut, Error> {
                 };
                 let epoch = partition.leader_epoch();
                 let found = match p.timestamp {
+                    LATEST if read_committed => Ok(Some((partition.last_stable_offset(), -1))),
                     LATEST => Ok(Some((partition.high_watermark(), -1))),
                     EARLIEST => Ok(Some((partition.log_start_offset(), -1))),
                     MAX_TIMESTAMP if ctx.version >= 7 => {

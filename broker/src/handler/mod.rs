@@ -15,6 +15,8 @@ use crate::broker::Broker;
 use crate::cluster::messages::{ControllerError, ControllerRequest, ControllerResponse};
 use crate::partition::Partition;
 
+mod add_offsets_to_txn;
+mod add_partitions_to_txn;
 mod alter_configs;
 mod alter_partition_reassignments;
 mod api_versions;
@@ -27,7 +29,9 @@ mod describe_client_quotas;
 mod describe_cluster;
 mod describe_configs;
 mod describe_groups;
+mod describe_transactions;
 mod elect_leaders;
+mod end_txn;
 mod fetch;
 mod find_coordinator;
 mod heartbeat;
@@ -38,6 +42,7 @@ mod leave_group;
 mod list_groups;
 mod list_offsets;
 mod list_partition_reassignments;
+mod list_transactions;
 mod metadata;
 mod offset_commit;
 mod offset_delete;
@@ -45,6 +50,8 @@ mod offset_fetch;
 mod offset_for_leader_epoch;
 mod produce;
 mod sync_group;
+mod txn_offset_commit;
+mod write_txn_markers;
 
 /// The APIs and versions this broker implements, advertised by ApiVersions.
 pub const SUPPORTED: &[(ApiKey, i16, i16)] = &[
@@ -75,6 +82,15 @@ pub const SUPPORTED: &[(ApiKey, i16, i16)] = &[
     (ApiKey::OffsetDelete, 0, 0),
     (ApiKey::OffsetForLeaderEpoch, 2, 4),
     (ApiKey::InitProducerId, 0, 5),
+    // Transactions up to transaction version 1: AddPartitionsToTxn v4+ and
+    // EndTxn v4+ belong to KIP-890 and are not offered.
+    (ApiKey::AddPartitionsToTxn, 0, 3),
+    (ApiKey::AddOffsetsToTxn, 0, 3),
+    (ApiKey::EndTxn, 0, 3),
+    (ApiKey::TxnOffsetCommit, 0, 3),
+    (ApiKey::WriteTxnMarkers, 1, 1),
+    (ApiKey::DescribeTransactions, 0, 0),
+    (ApiKey::ListTransactions, 0, 1),
     (ApiKey::ElectLeaders, 0, 2),
     (ApiKey::AlterPartitionReassignments, 0, 0),
     (ApiKey::ListPartitionReassignments, 0, 0),
@@ -247,9 +263,22 @@ pub async fn dispatch(
         ApiKey::DescribeCluster => {
             Reply::Now(describe_cluster::handle(&ctx, decode(key, version, body)?)?)
         }
-        ApiKey::FindCoordinator => {
-            Reply::Now(find_coordinator::handle(&ctx, decode(key, version, body)?)?)
+        ApiKey::FindCoordinator => find_coordinator::handle(ctx, decode(key, version, body)?)?,
+        ApiKey::AddPartitionsToTxn => {
+            add_partitions_to_txn::handle(ctx, decode(key, version, body)?)?
         }
+        ApiKey::AddOffsetsToTxn => add_offsets_to_txn::handle(ctx, decode(key, version, body)?)?,
+        ApiKey::EndTxn => end_txn::handle(ctx, decode(key, version, body)?)?,
+        ApiKey::TxnOffsetCommit => txn_offset_commit::handle(ctx, decode(key, version, body)?)?,
+        ApiKey::WriteTxnMarkers => write_txn_markers::handle(ctx, decode(key, version, body)?)?,
+        ApiKey::DescribeTransactions => Reply::Now(describe_transactions::handle(
+            &ctx,
+            decode(key, version, body)?,
+        )?),
+        ApiKey::ListTransactions => Reply::Now(list_transactions::handle(
+            &ctx,
+            decode(key, version, body)?,
+        )?),
         ApiKey::DescribeClientQuotas => Reply::Now(describe_client_quotas::handle(
             &ctx,
             decode(key, version, body)?,
@@ -409,6 +438,25 @@ pub fn group_error(e: &crate::coordinator::GroupError) -> i16 {
         E::CoordinatorNotAvailable | E::Storage(_) => ResponseError::CoordinatorNotAvailable,
         E::NotCoordinator => ResponseError::NotCoordinator,
         E::CoordinatorLoadInProgress => ResponseError::CoordinatorLoadInProgress,
+    })
+}
+
+/// Maps transaction coordinator errors to Kafka error codes. Clients of
+/// requests older than `fenced_since` know PRODUCER_FENCED as
+/// INVALID_PRODUCER_EPOCH (KIP-588).
+pub fn txn_error(e: &crate::coordinator::TxnError, version: i16, fenced_since: i16) -> i16 {
+    use crate::coordinator::TxnError as E;
+    code(match e {
+        E::NotCoordinator => ResponseError::NotCoordinator,
+        E::LoadInProgress => ResponseError::CoordinatorLoadInProgress,
+        E::CoordinatorNotAvailable(_) => ResponseError::CoordinatorNotAvailable,
+        E::ConcurrentTransactions => ResponseError::ConcurrentTransactions,
+        E::InvalidProducerIdMapping => ResponseError::InvalidProducerIdMapping,
+        E::ProducerFenced if version < fenced_since => ResponseError::InvalidProducerEpoch,
+        E::ProducerFenced => ResponseError::ProducerFenced,
+        E::InvalidTxnState(_) => ResponseError::InvalidTxnState,
+        E::InvalidTransactionTimeout { .. } => ResponseError::InvalidTransactionTimeout,
+        E::TransactionalIdNotFound => ResponseError::TransactionalIdNotFound,
     })
 }
 

@@ -1,8 +1,11 @@
 //! OffsetFetch (key 9), v1-9: one group (v1-7) or several (v8+). Null topics
 //! (v2+) return every committed offset of the group; a partition without a
-//! committed offset gets offset -1.
+//! committed offset gets offset -1. With `require_stable` (v7+), a
+//! partition whose offset is part of a transaction not yet completed gets
+//! UNSTABLE_OFFSET_COMMIT, and the consumer asks again.
 
 use bytes::BytesMut;
+use kafka_protocol::error::ResponseError;
 use kafka_protocol::messages::offset_fetch_response::{
     OffsetFetchResponseGroup, OffsetFetchResponsePartition, OffsetFetchResponsePartitions,
     OffsetFetchResponseTopic, OffsetFetchResponseTopics,
@@ -28,6 +31,7 @@ pub fn handle(ctx: &Ctx, req: OffsetFetchRequest) -> Result<BytesMut, Error> {
                         .map(|t| (t.name.0.to_string(), t.partition_indexes.clone()))
                         .collect()
                 });
+                let unstable = unstable(ctx, &req, &g.group_id.0);
                 let (fetched, err): (Fetched, i16) =
                     match groups.fetch_offsets(&g.group_id.0, topics) {
                         Ok(f) => (f, NONE),
@@ -41,7 +45,7 @@ pub fn handle(ctx: &Ctx, req: OffsetFetchRequest) -> Result<BytesMut, Error> {
                             .into_iter()
                             .map(|(t, parts)| {
                                 OffsetFetchResponseTopics::default()
-                                    .with_name(TopicName(s(t)))
+                                    .with_name(TopicName(s(t.clone())))
                                     .with_partitions(
                                         parts
                                             .into_iter()
@@ -52,7 +56,7 @@ pub fn handle(ctx: &Ctx, req: OffsetFetchRequest) -> Result<BytesMut, Error> {
                                                     .with_committed_offset(o)
                                                     .with_committed_leader_epoch(e)
                                                     .with_metadata(Some(s(m)))
-                                                    .with_error_code(NONE)
+                                                    .with_error_code(stability(&unstable, &t, p))
                                             })
                                             .collect(),
                                     )
@@ -68,6 +72,7 @@ pub fn handle(ctx: &Ctx, req: OffsetFetchRequest) -> Result<BytesMut, Error> {
             .map(|t| (t.name.0.to_string(), t.partition_indexes.clone()))
             .collect()
     });
+    let unstable = unstable(ctx, &req, &req.group_id.0);
     let (fetched, err): (Fetched, i16) = match groups.fetch_offsets(&req.group_id.0, topics) {
         Ok(f) => (f, NONE),
         Err(e) => (Vec::new(), super::group_error(&e)),
@@ -76,7 +81,7 @@ pub fn handle(ctx: &Ctx, req: OffsetFetchRequest) -> Result<BytesMut, Error> {
         .into_iter()
         .map(|(t, parts)| {
             OffsetFetchResponseTopic::default()
-                .with_name(TopicName(s(t)))
+                .with_name(TopicName(s(t.clone())))
                 .with_partitions(
                     parts
                         .into_iter()
@@ -87,7 +92,7 @@ pub fn handle(ctx: &Ctx, req: OffsetFetchRequest) -> Result<BytesMut, Error> {
                                 .with_committed_offset(o)
                                 .with_committed_leader_epoch(e)
                                 .with_metadata(Some(s(m)))
-                                .with_error_code(NONE)
+                                .with_error_code(stability(&unstable, &t, p))
                         })
                         .collect(),
                 )
@@ -98,6 +103,24 @@ pub fn handle(ctx: &Ctx, req: OffsetFetchRequest) -> Result<BytesMut, Error> {
             .with_topics(topics)
             .with_error_code(if ctx.version >= 2 { err } else { NONE }),
     )
+}
+
+/// The group's partitions with offsets in an open transaction, when the
+/// request asks for stable offsets only.
+fn unstable(ctx: &Ctx, req: &OffsetFetchRequest, group_id: &str) -> Vec<(String, i32)> {
+    if ctx.version >= 7 && req.require_stable {
+        ctx.broker.groups.unstable_offsets(group_id)
+    } else {
+        Vec::new()
+    }
+}
+
+fn stability(unstable: &[(String, i32)], topic: &str, partition: i32) -> i16 {
+    if unstable.iter().any(|(t, p)| t == topic && *p == partition) {
+        ResponseError::UnstableOffsetCommit.code()
+    } else {
+        NONE
+    }
 }
 
 fn split(c: Option<Committed>) -> (i64, i32, String) {

@@ -21,7 +21,6 @@ use tokio_util::sync::CancellationToken;
 use crate::broker::{now_ms, Broker};
 use crate::cluster::image::{MetadataImage, PartitionState, NO_LEADER};
 use crate::cluster::messages::{ControllerRequest, ControllerResponse};
-use crate::coordinator::OFFSETS_TOPIC;
 use fetcher::{FetchSet, Followed};
 
 struct Fetcher {
@@ -172,9 +171,7 @@ pub fn reconcile(broker: &Arc<Broker>, image: &MetadataImage) {
             let index = i32::try_from(i).unwrap_or(i32::MAX);
             if !st.replicas.contains(&me) {
                 if local.partition(index).is_some() {
-                    if t.name == OFFSETS_TOPIC {
-                        broker.groups.resign(index, st.leader_epoch);
-                    }
+                    broker.resign_coordinator(&t.name, index, st.leader_epoch);
                     broker.topics.remove_partition(&t.name, index);
                 }
                 continue;
@@ -197,14 +194,10 @@ pub fn reconcile(broker: &Arc<Broker>, image: &MetadataImage) {
                 });
             } else if st.leader == me {
                 p.become_leader(st, now);
-                if t.name == OFFSETS_TOPIC {
-                    broker.groups.elect(index, p.clone(), st.leader_epoch);
-                }
+                broker.elect_coordinator(&t.name, index, &p, st.leader_epoch);
             } else {
                 p.become_follower(st);
-                if t.name == OFFSETS_TOPIC {
-                    broker.groups.resign(index, st.leader_epoch);
-                }
+                broker.resign_coordinator(&t.name, index, st.leader_epoch);
                 if let Some(leader) = image.brokers.get(&st.leader).filter(|b| !b.fenced) {
                     let set = fetch_sets.entry(st.leader).or_insert_with(|| FetchSet {
                         leader_addr: format!("{}:{}", leader.host, leader.port),

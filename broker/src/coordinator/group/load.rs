@@ -40,15 +40,71 @@ pub(super) fn load(p: &Partition) -> Vec<Group> {
         if next <= offset {
             break;
         }
-        for (key, value) in store::records(&read.records) {
-            apply(&mut groups, &key, value.as_deref());
+        for b in store::batches(&read.records) {
+            let producer = b.header.producer_id;
+            if let Some(commit) = b.marker {
+                complete_txn(groups.values_mut(), producer, commit);
+            } else if b.header.is_transactional() {
+                for (key, value) in &b.records {
+                    apply_txn(&mut groups, producer, key, value.as_deref());
+                }
+            } else {
+                for (key, value) in &b.records {
+                    apply(&mut groups, key, value.as_deref());
+                }
+            }
         }
         offset = next;
     }
     groups
         .into_values()
-        .filter(|g| g.protocol_type.is_some() || !g.offsets.is_empty())
+        .filter(|g| g.protocol_type.is_some() || !g.offsets.is_empty() || !g.pending_txn.is_empty())
         .collect()
+}
+
+/// A transaction marker for `producer`: its pending offsets in every group
+/// become committed (commit) or are dropped (abort).
+pub(super) fn complete_txn<'a>(
+    groups: impl IntoIterator<Item = &'a mut Group>,
+    producer: i64,
+    commit: bool,
+) {
+    for g in groups {
+        let Some(pending) = g.pending_txn.remove(&producer) else {
+            continue;
+        };
+        if commit {
+            g.offsets.extend(pending);
+        }
+    }
+}
+
+/// An offset commit inside a transaction (TxnOffsetCommit): pending until
+/// the producer's marker.
+fn apply_txn(groups: &mut HashMap<String, Group>, producer: i64, key: &[u8], value: Option<&[u8]>) {
+    let Some(key @ Key::Offset { .. }) = Key::decode(key) else {
+        tracing::warn!("unexpected record in a transaction in __consumer_offsets");
+        return;
+    };
+    let Some(Value::Offset(v)) = value.and_then(|v| store::decode_value(&key, v)) else {
+        tracing::warn!("undecodable transactional offset in __consumer_offsets");
+        return;
+    };
+    let Key::Offset {
+        group,
+        topic,
+        partition,
+    } = key
+    else {
+        return;
+    };
+    groups
+        .entry(group.clone())
+        .or_insert_with(|| Group::new(group, -1))
+        .pending_txn
+        .entry(producer)
+        .or_default()
+        .insert((topic, partition), Committed::from(v));
 }
 
 fn apply(groups: &mut HashMap<String, Group>, key: &[u8], value: Option<&[u8]>) {

@@ -151,6 +151,31 @@ pub struct GroupCoordinator {
     shared: Arc<Shared>,
 }
 
+/// The `__consumer_offsets` record of one committed offset.
+fn offset_record(group_id: &str, e: &CommitEntry, now: i64) -> (Vec<u8>, Option<Vec<u8>>) {
+    let key = Key::Offset {
+        group: group_id.to_string(),
+        topic: e.topic.clone(),
+        partition: e.partition,
+    };
+    let value = OffsetValue {
+        offset: e.offset,
+        leader_epoch: e.leader_epoch,
+        metadata: e.metadata.clone(),
+        commit_timestamp: now,
+    };
+    (key.encode(), Some(value.encode()))
+}
+
+fn committed(e: CommitEntry, now: i64) -> Committed {
+    Committed {
+        offset: e.offset,
+        leader_epoch: e.leader_epoch,
+        metadata: e.metadata,
+        commit_timestamp: now,
+    }
+}
+
 fn new_member_id(prefix: &str) -> String {
     format!("{prefix}-{}", uuid::Uuid::new_v4())
 }
@@ -386,6 +411,17 @@ impl GroupCoordinator {
         group_id: &str,
         records: &[(Vec<u8>, Option<Vec<u8>>)],
     ) -> Result<Option<Written>, GroupError> {
+        self.append_for(group_id, records, None)
+    }
+
+    /// [`GroupCoordinator::append`], inside the transaction of `producer`
+    /// (id, epoch) when given.
+    fn append_for(
+        &self,
+        group_id: &str,
+        records: &[(Vec<u8>, Option<Vec<u8>>)],
+        producer: Option<(i64, i16)>,
+    ) -> Result<Option<Written>, GroupError> {
         let (p, epoch) = {
             let owned = self.shared.owned.lock();
             let o = owned
@@ -398,10 +434,12 @@ impl GroupCoordinator {
             return Ok(None);
         }
         let now = now_ms();
-        let batch = store::build_batch(records, now);
-        let (info, written_epoch) = p
-            .append_as_leader(&batch, now, false, -1, self.shared.min_insync)
-            .map_err(write_error)?;
+        let batch = store::build_batch_for(records, now, producer);
+        let appended = match producer {
+            None => p.append_as_leader(&batch, now, false, -1, self.shared.min_insync),
+            Some(_) => p.append_from_coordinator(&batch, now, self.shared.min_insync),
+        };
+        let (info, written_epoch) = appended.map_err(write_error)?;
         if written_epoch != epoch {
             // A newer term this coordinator has not loaded yet (its election
             // comes next and reloads, this record included): what memory
@@ -990,37 +1028,100 @@ impl GroupCoordinator {
         let now = now_ms();
         let records: Vec<_> = entries
             .iter()
-            .map(|e| {
-                let key = Key::Offset {
-                    group: group_id.to_string(),
-                    topic: e.topic.clone(),
-                    partition: e.partition,
-                };
-                let value = OffsetValue {
-                    offset: e.offset,
-                    leader_epoch: e.leader_epoch,
-                    metadata: e.metadata.clone(),
-                    commit_timestamp: now,
-                };
-                (key.encode(), Some(value.encode()))
-            })
+            .map(|e| offset_record(group_id, e, now))
             .collect();
         if records.is_empty() {
             return Ok(Box::pin(async { Ok(()) }));
         }
         let written = self.append(group_id, &records)?;
         for e in entries {
-            g.offsets.insert(
-                (e.topic, e.partition),
-                Committed {
-                    offset: e.offset,
-                    leader_epoch: e.leader_epoch,
-                    metadata: e.metadata,
-                    commit_timestamp: now,
-                },
-            );
+            g.offsets
+                .insert((e.topic.clone(), e.partition), committed(e, now));
         }
         Ok(self.durable(written.into_iter().collect()))
+    }
+
+    /// TxnOffsetCommit: offsets committed in the transaction of `producer`
+    /// (id, epoch). They are written now, in a transactional batch, and
+    /// become the group's committed offsets only when the transaction's
+    /// commit marker reaches the group's partition
+    /// ([`GroupCoordinator::complete_txn`]); an abort drops them. With a
+    /// generation (TxnOffsetCommit v3+) the member is checked as for
+    /// OffsetCommit.
+    pub fn txn_commit(
+        &self,
+        group_id: &str,
+        producer: (i64, i16),
+        generation: i32,
+        member_id: &str,
+        instance_id: Option<&str>,
+        entries: Vec<CommitEntry>,
+    ) -> Result<Durable, GroupError> {
+        if group_id.is_empty() {
+            return Err(GroupError::InvalidGroupId);
+        }
+        let mut groups = self.shared.groups.lock();
+        self.check_coordinator(group_id)?;
+        let g = groups
+            .entry(group_id.to_string())
+            .or_insert_with(|| Group::new(group_id.into(), now_ms()));
+        if g.state == State::Dead {
+            return Err(GroupError::CoordinatorNotAvailable);
+        }
+        if g.is_fenced(member_id, instance_id) {
+            return Err(GroupError::FencedInstanceId);
+        }
+        if generation >= 0 || !member_id.is_empty() {
+            let current = g.generation;
+            let m = g.member_mut(member_id).ok_or(GroupError::UnknownMemberId)?;
+            if generation != current {
+                return Err(GroupError::IllegalGeneration);
+            }
+            m.touch();
+        }
+        let now = now_ms();
+        let records: Vec<_> = entries
+            .iter()
+            .map(|e| offset_record(group_id, e, now))
+            .collect();
+        if records.is_empty() {
+            return Ok(Box::pin(async { Ok(()) }));
+        }
+        let written = self.append_for(group_id, &records, Some(producer))?;
+        let pending = g.pending_txn.entry(producer.0).or_default();
+        for e in entries {
+            pending.insert((e.topic.clone(), e.partition), committed(e, now));
+        }
+        Ok(self.durable(written.into_iter().collect()))
+    }
+
+    /// A transaction marker of `producer` was written to partition `index`
+    /// of `__consumer_offsets`: the transaction's offsets of the groups
+    /// there become committed (commit) or are dropped (abort).
+    pub fn complete_txn(&self, index: i32, producer: i64, commit: bool) {
+        let mut groups = self.shared.groups.lock();
+        let of_partition = groups
+            .values_mut()
+            .filter(|g| store::partition_for(&g.id, self.shared.num_partitions) == index);
+        load::complete_txn(of_partition, producer, commit);
+    }
+
+    /// Partitions of `group_id` with offsets in a transaction not yet
+    /// completed: OffsetFetch with `require_stable` answers them
+    /// UNSTABLE_OFFSET_COMMIT, so the consumer waits for the outcome.
+    pub fn unstable_offsets(&self, group_id: &str) -> Vec<(String, i32)> {
+        let groups = self.shared.groups.lock();
+        let Some(g) = groups.get(group_id) else {
+            return Vec::new();
+        };
+        let mut out: Vec<_> = g
+            .pending_txn
+            .values()
+            .flat_map(|p| p.keys().cloned())
+            .collect();
+        out.sort();
+        out.dedup();
+        out
     }
 
     /// Committed offsets of a group: of the partitions asked, or all of them

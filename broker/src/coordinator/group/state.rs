@@ -178,6 +178,9 @@ pub struct Group {
     /// Ids handed out with MEMBER_ID_REQUIRED, with when.
     pub pending: HashMap<String, Instant>,
     pub offsets: BTreeMap<(String, i32), Committed>,
+    /// Offsets committed in transactions still open, by producer id: they
+    /// become `offsets` on the commit marker and vanish on the abort marker.
+    pub pending_txn: HashMap<i64, BTreeMap<(String, i32), Committed>>,
     /// When the group last changed state (ms since the epoch).
     pub state_timestamp: i64,
     /// Identifies the current rebalance; a timer of an older one is stale.
@@ -204,6 +207,7 @@ impl Group {
             static_members: HashMap::new(),
             pending: HashMap::new(),
             offsets: BTreeMap::new(),
+            pending_txn: HashMap::new(),
             state_timestamp: now_ms,
             rebalance: 0,
             not_before: Instant::now(),

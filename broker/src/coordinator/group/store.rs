@@ -69,13 +69,13 @@ pub enum Value {
     Group(GroupValue),
 }
 
-fn put_str(out: &mut Vec<u8>, s: &str) {
+pub(crate) fn put_str(out: &mut Vec<u8>, s: &str) {
     let len = i16::try_from(s.len()).unwrap_or(i16::MAX);
     out.extend_from_slice(&len.to_be_bytes());
     out.extend_from_slice(&s.as_bytes()[..len.max(0) as usize]);
 }
 
-fn put_nullable_str(out: &mut Vec<u8>, s: Option<&str>) {
+pub(crate) fn put_nullable_str(out: &mut Vec<u8>, s: Option<&str>) {
     match s {
         Some(s) => put_str(out, s),
         None => out.extend_from_slice(&(-1i16).to_be_bytes()),
@@ -253,7 +253,7 @@ pub(crate) struct Reader<'a> {
 }
 
 impl Reader<'_> {
-    fn take(&mut self, n: usize) -> Option<&[u8]> {
+    pub fn take(&mut self, n: usize) -> Option<&[u8]> {
         let end = self.pos.checked_add(n)?;
         let s = self.buf.get(self.pos..end)?;
         self.pos = end;
@@ -262,11 +262,14 @@ impl Reader<'_> {
     pub fn i16(&mut self) -> Option<i16> {
         self.take(2).map(|b| i16::from_be_bytes([b[0], b[1]]))
     }
+    pub fn i8(&mut self) -> Option<i8> {
+        self.take(1).map(|b| i8::from_be_bytes([b[0]]))
+    }
     pub fn i32(&mut self) -> Option<i32> {
         self.take(4)
             .map(|b| i32::from_be_bytes([b[0], b[1], b[2], b[3]]))
     }
-    fn i64(&mut self) -> Option<i64> {
+    pub fn i64(&mut self) -> Option<i64> {
         let mut a = [0u8; 8];
         a.copy_from_slice(self.take(8)?);
         Some(i64::from_be_bytes(a))
@@ -294,6 +297,18 @@ impl Reader<'_> {
 /// Builds one uncompressed v2 batch of `(key, value)` records (a `None`
 /// value is a tombstone) stamped with `now_ms`. The log assigns the offsets.
 pub fn build_batch(records: &[(Vec<u8>, Option<Vec<u8>>)], now_ms: i64) -> Vec<u8> {
+    build_batch_for(records, now_ms, None)
+}
+
+/// [`build_batch`], as part of the transaction of `producer` (id, epoch)
+/// when given: the batch is marked transactional and carries the producer,
+/// with no sequence (the coordinator writes it, not the producer), so the
+/// records count only once the transaction's commit marker follows.
+pub fn build_batch_for(
+    records: &[(Vec<u8>, Option<Vec<u8>>)],
+    now_ms: i64,
+    producer: Option<(i64, i16)>,
+) -> Vec<u8> {
     let mut out = vec![0u8; HEADER_LEN];
     let mut body = Vec::new();
     for (i, (key, value)) in records.iter().enumerate() {
@@ -319,13 +334,19 @@ pub fn build_batch(records: &[(Vec<u8>, Option<Vec<u8>>)], now_ms: i64) -> Vec<u
     put(&mut out, 8, &batch_length.to_be_bytes());
     put(&mut out, 12, &(-1i32).to_be_bytes());
     out[16] = MAGIC_V2 as u8;
-    put(&mut out, 21, &0i16.to_be_bytes());
+    let attributes = if producer.is_some() {
+        batch::ATTR_TRANSACTIONAL
+    } else {
+        0
+    };
+    put(&mut out, 21, &attributes.to_be_bytes());
     let last_delta = i32::try_from(records.len()).unwrap_or(i32::MAX) - 1;
     put(&mut out, 23, &last_delta.to_be_bytes());
     put(&mut out, 27, &now_ms.to_be_bytes());
     put(&mut out, 35, &now_ms.to_be_bytes());
-    put(&mut out, 43, &(-1i64).to_be_bytes());
-    put(&mut out, 51, &(-1i16).to_be_bytes());
+    let (producer_id, producer_epoch) = producer.unwrap_or((-1, -1));
+    put(&mut out, 43, &producer_id.to_be_bytes());
+    put(&mut out, 51, &producer_epoch.to_be_bytes());
     put(&mut out, 53, &(-1i32).to_be_bytes());
     put(
         &mut out,
@@ -339,32 +360,70 @@ pub fn build_batch(records: &[(Vec<u8>, Option<Vec<u8>>)], now_ms: i64) -> Vec<u
     out
 }
 
-/// Yields the `(key, value)` of every record of the uncompressed batches in
-/// `buf`; compressed and control batches are skipped (the coordinator never
-/// writes them). Stops at the first malformed batch or record.
-pub fn records(buf: &[u8]) -> Vec<(Vec<u8>, Option<Vec<u8>>)> {
+/// One stored batch of a coordinator's topic, decoded.
+#[derive(Debug)]
+pub struct StoredBatch {
+    pub header: BatchHeader,
+    /// For a control batch (a transaction marker): commit (true) or abort.
+    pub marker: Option<bool>,
+    /// `(key, value)` of every record (none for a control batch).
+    pub records: Vec<(Vec<u8>, Option<Vec<u8>>)>,
+}
+
+/// Decodes the uncompressed batches in `buf`, transaction markers included;
+/// compressed batches are skipped (coordinators never write them). Stops at
+/// the first malformed batch or record.
+pub fn batches(buf: &[u8]) -> Vec<StoredBatch> {
     let mut out = Vec::new();
     for item in batch::headers(buf) {
         let Ok((at, header)) = item else { break };
-        if header.is_compressed() || header.is_control() {
-            tracing::warn!(
-                offset = header.base_offset,
-                "skipping a compressed or control batch in __consumer_offsets"
-            );
-            continue;
-        }
         let Some(b) = buf.get(at..at + header.total_len()) else {
             break;
         };
-        if !parse_records(b, &header, &mut out) {
+        if header.is_control() {
+            let marker = batch::control_record(b).map(|m| m.commit);
+            if marker.is_none() {
+                tracing::warn!(offset = header.base_offset, "malformed transaction marker");
+            }
+            out.push(StoredBatch {
+                header,
+                marker,
+                records: Vec::new(),
+            });
+            continue;
+        }
+        if header.is_compressed() {
             tracing::warn!(
                 offset = header.base_offset,
-                "malformed record in __consumer_offsets"
+                "skipping a compressed batch in a coordinator topic"
+            );
+            continue;
+        }
+        let mut records = Vec::new();
+        if !parse_records(b, &header, &mut records) {
+            tracing::warn!(
+                offset = header.base_offset,
+                "malformed record in a coordinator topic"
             );
             break;
         }
+        out.push(StoredBatch {
+            header,
+            marker: None,
+            records,
+        });
     }
     out
+}
+
+/// The `(key, value)` of every record of the non-transactional batches in
+/// `buf` (see [`batches`]).
+pub fn records(buf: &[u8]) -> Vec<(Vec<u8>, Option<Vec<u8>>)> {
+    batches(buf)
+        .into_iter()
+        .filter(|b| b.marker.is_none() && !b.header.is_transactional())
+        .flat_map(|b| b.records)
+        .collect()
 }
 
 fn parse_records(
