@@ -1,8 +1,21 @@
 //! An async Kafka client over the same `kafka-protocol` types the broker
-//! serves. For now: one connection, request/response in order, fixed
-//! versions chosen by the caller. Replication uses it to fetch from leaders;
-//! the console and the operator will grow it (pool, version negotiation,
-//! metadata cache).
+//! serves, for any Kafka cluster (nothing here assumes Sluice).
+//!
+//! Two levels:
+//! - [`Connection`]: one connection, request/response in order, the version
+//!   chosen by the caller. Replication and transaction markers use it.
+//! - [`Client`]: what the console and the operator use. Module map:
+//!   - [`pool`]: the [`Client`] handle: bootstrap, one pooled connection per
+//!     broker with versions negotiated through ApiVersions, the metadata
+//!     cache routing requests to leaders, coordinators and the controller,
+//!     one retry after a metadata refresh when a leader or coordinator moved.
+//!   - [`data`]: ListOffsets, Produce, Fetch.
+//!   - [`admin`]: topics, partitions, configs, log dir sizes.
+//!   - [`groups`]: list, describe, committed offsets, admin commits, delete.
+//!   - [`records`]: record batch v2 encoding and decoding (compressed
+//!     batches, control batches, aborted transactions), murmur2.
+//!   - [`types`], [`error`]: the data calls take and return; [`ApiError`]
+//!     (a Kafka error code) and [`ClientError`].
 
 use std::time::Duration;
 
@@ -13,10 +26,27 @@ use tokio::io::{AsyncReadExt, AsyncWriteExt, BufReader, BufWriter};
 use tokio::net::tcp::{OwnedReadHalf, OwnedWriteHalf};
 use tokio::net::TcpStream;
 
+pub mod admin;
+pub mod data;
+pub mod error;
+pub mod groups;
+pub mod pool;
+pub mod records;
+pub mod types;
+
+pub use error::{ApiError, ClientError};
+pub use pool::Client;
+pub use types::{
+    BrokerInfo, ClientConfig, ClusterMetadata, ConfigEntry, ConfigOp, FetchedRecords,
+    GroupDescription, GroupListing, Isolation, ListedOffset, MemberInfo, NewTopic, OffsetSpec,
+    PartitionInfo, ProduceRecord, Record, TopicInfo,
+};
+
 /// Largest response accepted (a fetch response is bounded by its request's
 /// max_bytes plus overhead).
 const MAX_RESPONSE: usize = 256 << 20;
 
+/// Why a [`Connection`] failed.
 #[derive(Debug, thiserror::Error)]
 pub enum Error {
     #[error("cannot connect to {addr}: {source}")]

@@ -29,6 +29,7 @@ mod describe_client_quotas;
 mod describe_cluster;
 mod describe_configs;
 mod describe_groups;
+mod describe_log_dirs;
 mod describe_transactions;
 mod elect_leaders;
 mod end_txn;
@@ -68,6 +69,7 @@ pub const SUPPORTED: &[(ApiKey, i16, i16)] = &[
     (ApiKey::CreatePartitions, 0, 3),
     (ApiKey::IncrementalAlterConfigs, 0, 1),
     (ApiKey::DescribeCluster, 0, 1),
+    (ApiKey::DescribeLogDirs, 1, 4),
     (ApiKey::DescribeClientQuotas, 0, 0),
     (ApiKey::FindCoordinator, 0, 4),
     (ApiKey::OffsetCommit, 2, 9),
@@ -260,6 +262,10 @@ pub async fn dispatch(
         ApiKey::IncrementalAlterConfigs => {
             incremental_alter_configs::handle(ctx, decode(key, version, body)?)?
         }
+        ApiKey::DescribeLogDirs => Reply::Now(describe_log_dirs::handle(
+            &ctx,
+            decode(key, version, body)?,
+        )?),
         ApiKey::DescribeCluster => {
             Reply::Now(describe_cluster::handle(&ctx, decode(key, version, body)?)?)
         }
