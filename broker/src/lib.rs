@@ -9,7 +9,9 @@
 //!   decisions, and the openraft metadata quorum on the controller port.
 //! - [`replication`]: metadata image to local replica roles, follower
 //!   fetchers, ISR changes.
-//! - [`client`]: an async Kafka client (replication's fetches).
+//! - [`client`]: an async Kafka client: replication's connections, and the
+//!   pooled, version-negotiating, metadata-routed client of the console and
+//!   the operator.
 //! - [`config`]: broker configuration (YAML file, CLI flags, `SLUICE_*` env) and
 //!   the topic-level configs with their broker-level defaults.
 //! - [`coordinator`]: the classic consumer-group coordinator and its storage in

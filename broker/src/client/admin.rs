@@ -145,7 +145,8 @@ impl Client {
                     .with_timeout_ms(timeout)
                     .with_topics(vec![CreatePartitionsTopic::default()
                         .with_name(topic_name(topic))
-                        .with_count(total)])
+                        .with_count(total)
+                        .with_assignments(None)])
             })
             .await?;
         let r = resp
