@@ -72,6 +72,7 @@ pub(super) fn draw(frame: &mut Frame, area: Rect, app: &App) {
     let t = Table::new(rows, widths)
         .header(header)
         .row_highlight_style(SELECTED)
+        .highlight_symbol("›")
         .block(Block::bordered().title(format!(" brokers ({}) ", c.brokers.len())));
     let mut state = TableState::default().with_selected(Some(app.list().selected));
     frame.render_stateful_widget(t, table, &mut state);

@@ -262,9 +262,10 @@ fn choose(frame: &mut Frame, area: Rect, d: &ResetDialog) {
             Chosen::Some => "[~]",
             Chosen::None => "[ ]",
         };
+        let cursor = if i == d.cursor { "›" } else { " " };
         let text = match row.partition {
-            None => format!("{mark} {}", row.topic),
-            Some(p) => format!("    {mark} partition {p}"),
+            None => format!("{cursor}{mark} {}", row.topic),
+            Some(p) => format!("{cursor}    {mark} partition {p}"),
         };
         let style = if i == d.cursor {
             SELECTED

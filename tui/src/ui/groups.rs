@@ -6,7 +6,9 @@ use ratatui::text::{Line, Span};
 use ratatui::widgets::{Block, Paragraph, Row, Sparkline, Table, TableState};
 use ratatui::Frame;
 
-use super::{mini_sparkline, not_loaded, num, placeholder, DIM, HEADER_STYLE, SELECTED, WARN};
+use super::{
+    mini_sparkline, not_loaded, num, placeholder, relative, DIM, HEADER_STYLE, SELECTED, WARN,
+};
 use crate::app::App;
 use crate::format;
 use crate::model::CatchUp;
@@ -53,6 +55,7 @@ pub(super) fn draw_list(frame: &mut Frame, area: Rect, app: &App) {
     let t = Table::new(rows, widths)
         .header(header)
         .row_highlight_style(SELECTED)
+        .highlight_symbol("›")
         .block(Block::bordered().title(title));
     let mut state = TableState::default().with_selected(Some(app.list().selected));
     frame.render_stateful_widget(t, area, &mut state);
@@ -124,13 +127,27 @@ pub(super) fn draw_detail(frame: &mut Frame, area: Rect, app: &App, group: &str)
     let data = history.map(|h| h.sparkline()).unwrap_or_default();
     let samples = data.len();
     let width = spark.width.saturating_sub(2) as usize;
-    let tail: Vec<u64> = data[data.len().saturating_sub(width)..].to_vec();
+    let window = &data[data.len().saturating_sub(width)..];
+    let tail = relative(window);
+    let range = match (window.iter().min(), window.iter().max()) {
+        (Some(lo), Some(hi)) if lo != hi => format!(
+            ", {} to {}",
+            format::thousands(*lo as i64),
+            format::thousands(*hi as i64)
+        ),
+        _ => String::new(),
+    };
+    let top = match tail.iter().copied().max().unwrap_or(0) {
+        1 => 2, // constant: a level line at half height
+        m => m,
+    };
     frame.render_widget(
         Sparkline::default()
             .data(&tail)
+            .max(top)
             .style(Style::new().fg(ratatui::style::Color::Cyan))
             .block(Block::bordered().title(format!(
-                " lag history ({samples} sample{}) ",
+                " lag history ({samples} sample{}{range}) ",
                 if samples == 1 { "" } else { "s" }
             ))),
         spark,
@@ -187,6 +204,7 @@ pub(super) fn draw_detail(frame: &mut Frame, area: Rect, app: &App, group: &str)
     let t = Table::new(rows, widths)
         .header(header)
         .row_highlight_style(SELECTED)
+        .highlight_symbol("›")
         .block(Block::bordered().title(format!(" offsets ({}) {undo_hint}", d.partitions.len())));
     let mut state = TableState::default().with_selected(Some(app.list().selected));
     frame.render_stateful_widget(t, parts, &mut state);

@@ -61,6 +61,7 @@ pub(super) fn draw(frame: &mut Frame, area: Rect, app: &App) {
     let t = Table::new(rows, widths)
         .header(header)
         .row_highlight_style(SELECTED)
+        .highlight_symbol("›")
         .block(Block::bordered().title(title));
     let mut state = TableState::default().with_selected(Some(b.list.selected));
     frame.render_stateful_widget(t, table, &mut state);

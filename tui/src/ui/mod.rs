@@ -359,9 +359,23 @@ pub(crate) fn num(n: Option<i64>) -> String {
 /// A text sparkline of the last `width` values, for table cells.
 pub(crate) fn mini_sparkline(values: &[u64], width: usize) -> String {
     const BARS: [char; 8] = ['▁', '▂', '▃', '▄', '▅', '▆', '▇', '█'];
-    let tail = &values[values.len().saturating_sub(width)..];
-    let max = tail.iter().copied().max().unwrap_or(0);
+    let tail = relative(&values[values.len().saturating_sub(width)..]);
+    // A constant lag is drawn as a level line at half height.
+    let max = match tail.iter().copied().max().unwrap_or(0) {
+        1 => 2,
+        m => m,
+    };
     tail.iter()
         .map(|&v| BARS[v.saturating_mul(7).checked_div(max).unwrap_or(0).min(7) as usize])
         .collect()
+}
+
+/// Values lifted off a baseline just under their minimum, so that a lag moving
+/// between 1,050 and 1,400 shows its trend instead of eight full bars.
+pub(crate) fn relative(values: &[u64]) -> Vec<u64> {
+    let (Some(&min), Some(&max)) = (values.iter().min(), values.iter().max()) else {
+        return Vec::new();
+    };
+    let base = min.saturating_sub((max - min) / 7 + 1);
+    values.iter().map(|v| v - base).collect()
 }

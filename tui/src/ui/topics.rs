@@ -53,6 +53,7 @@ pub(super) fn draw_list(frame: &mut Frame, area: Rect, app: &App) {
     let t = Table::new(rows, widths)
         .header(header)
         .row_highlight_style(SELECTED)
+        .highlight_symbol("›")
         .block(Block::bordered().title(title));
     let mut state = TableState::default().with_selected(Some(app.list().selected));
     frame.render_stateful_widget(t, area, &mut state);
@@ -147,6 +148,7 @@ pub(super) fn draw_detail(frame: &mut Frame, area: Rect, app: &App, topic: &str)
     let t = Table::new(rows, widths)
         .header(header)
         .row_highlight_style(SELECTED)
+        .highlight_symbol("›")
         .block(Block::bordered().title(title));
     let mut state = TableState::default().with_selected(Some(app.list().selected));
     frame.render_stateful_widget(t, parts_area, &mut state);
