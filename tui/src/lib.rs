@@ -1,0 +1,26 @@
+//! Sluice console: the `sluice` binary's library.
+//!
+//! - `cli`: command-line parsing and validation (console flags and admin subcommands).
+//! - `app`: the console state, `Action` in, `Command` out (`update`); no I/O.
+//! - `keys`: the key table that drives both `update` and the footer/help.
+//! - `model`: view-model structs and derived figures (messages, lag, catch-up).
+//! - `reset`: the pure offset-reset planner.
+//! - `format`: bytes/JSON/hex, sizes, times and durations as text and back.
+//! - `ui`: drawing, a pure function of `&App` into a ratatui `Frame`.
+//! - `runtime`: terminal guard and the event loop; I/O runs in tokio tasks whose
+//!   results come back as actions on a channel.
+//!
+//! `io.rs` (the `Command` executor over `sluice_broker::client`) is not in the module
+//! tree yet: it needs the client, which lands on another branch.
+
+pub mod app;
+pub mod cli;
+pub mod format;
+pub mod keys;
+pub mod model;
+pub mod reset;
+pub mod runtime;
+pub mod ui;
+
+#[cfg(test)]
+mod fixtures;
