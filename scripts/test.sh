@@ -2,7 +2,8 @@
 # The CI test command (.ci/run runs exactly this).
 #
 # 1. Installs what the end-to-end suite needs on a fresh Debian bookworm machine
-#    (kcat from apt, kafka-python from PyPI); steps already satisfied are skipped.
+#    (kcat and tmux from apt, kafka-python from PyPI); steps already satisfied
+#    are skipped.
 # 2. cargo fmt --check, clippy -D warnings, a release build of every binary.
 # 3. The whole suite in release mode with cargo-nextest (plain `cargo test`
 #    when nextest is not installed), then the doctests.
@@ -84,6 +85,15 @@ install_kcat() {
     apt_install kcat
 }
 
+install_tmux() {
+    # The console's end-to-end tests run the real `sluice` in tmux.
+    if command -v tmux >/dev/null 2>&1; then
+        echo "tmux already installed: $(command -v tmux)"
+        return 0
+    fi
+    apt_install tmux
+}
+
 kafka_python_ok() {
     python3 - "$KAFKA_PYTHON_VERSION" <<'EOF' 2>/dev/null
 import sys
@@ -133,6 +143,7 @@ cargo --version
 rustc --version
 
 run_step "install kcat" install_kcat
+run_step "install tmux" install_tmux
 run_step "install kafka-python $KAFKA_PYTHON_VERSION" install_kafka_python
 run_step "python syntax" check_python_syntax
 run_step "cargo fmt" cargo fmt --all --check

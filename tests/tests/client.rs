@@ -291,11 +291,14 @@ fn produced_records_fetch_back_with_key_headers_and_timestamp() -> Result<()> {
         ("trace".to_string(), Some(b"def".to_vec())),
         ("empty".to_string(), None),
     ];
+    // An hour old: an explicit timestamp, but inside retention (an older
+    // one lets the broker's retention check delete the segment under us).
+    let timestamp = sluice_tests::now_ms() - 3_600_000;
     let record = ProduceRecord {
         key: Some(b"customer-42".to_vec()),
         value: Some(b"hello".to_vec()),
         headers: headers.clone(),
-        timestamp: Some(1_650_000_000_123),
+        timestamp: Some(timestamp),
     };
     let (partition, offset) = rt.block_on(client.produce(&topic, None, record))?;
 
@@ -325,7 +328,7 @@ fn produced_records_fetch_back_with_key_headers_and_timestamp() -> Result<()> {
     ensure!(r.key.as_deref() == Some(b"customer-42".as_slice()), "{r:?}");
     ensure!(r.value.as_deref() == Some(b"hello".as_slice()), "{r:?}");
     ensure!(r.headers == headers, "{r:?}");
-    ensure!(r.timestamp == 1_650_000_000_123, "{r:?}");
+    ensure!(r.timestamp == timestamp, "{r:?}");
     ensure!(
         fetched.records[1].value.as_deref() == Some(b"from rdkafka".as_slice()),
         "{fetched:?}"

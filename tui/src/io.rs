@@ -14,8 +14,8 @@ use std::collections::BTreeMap;
 use std::sync::Arc;
 
 use sluice_broker::client::{
-    ApiError, Client, ClientError, ClusterMetadata, ConfigOp, Isolation, NewTopic, OffsetSpec,
-    ProduceRecord,
+    ApiError, Client, ClientConfig, ClientError, ClusterMetadata, ConfigOp, Isolation, NewTopic,
+    OffsetSpec, ProduceRecord,
 };
 
 use crate::app::{Action, Command, ConfigChange, IoError, MessagePage, ResetInputs, StartAt};
@@ -37,6 +37,46 @@ pub fn performer(client: Client) -> Perform {
         let client = client.clone();
         Box::pin(async move { perform(&client, cmd).await })
     })
+}
+
+/// A performer that connects to `bootstrap` at its first command, and again
+/// after a failed connection: while nothing answers, every command fails as
+/// unreachable, so the console shows its error screen and keeps retrying.
+pub fn connecting_performer(bootstrap: String) -> Perform {
+    let slot: Arc<tokio::sync::Mutex<Option<Client>>> = Arc::default();
+    Arc::new(move |cmd: Command| {
+        let slot = slot.clone();
+        let bootstrap = bootstrap.clone();
+        Box::pin(async move {
+            let client = {
+                let mut slot = slot.lock().await;
+                match &*slot {
+                    Some(c) => c.clone(),
+                    None => match Client::connect(&bootstrap, ClientConfig::default()).await {
+                        Ok(c) => {
+                            *slot = Some(c.clone());
+                            c
+                        }
+                        Err(e) => return failed(cmd, io_err(e)),
+                    },
+                }
+            };
+            perform(&client, cmd).await
+        })
+    })
+}
+
+/// The answer to a command that could not be tried.
+fn failed(cmd: Command, e: IoError) -> Action {
+    match cmd {
+        Command::LoadCluster => Action::ClusterLoaded(Err(e)),
+        Command::LoadTopics => Action::TopicsLoaded(Err(e)),
+        Command::LoadGroups => Action::GroupsLoaded(Err(e)),
+        other => Action::Changed {
+            what: format!("{other:?}"),
+            result: Err(e),
+        },
+    }
 }
 
 /// Performs one command; always answers with exactly one action.
@@ -88,7 +128,7 @@ pub async fn perform(client: &Client, cmd: Command) -> Action {
         }
         Command::DeleteTopic { name } => {
             let result = client
-                .delete_topics(&[name.clone()])
+                .delete_topics(std::slice::from_ref(&name))
                 .await
                 .map(drop)
                 .map_err(io_err);
@@ -165,24 +205,25 @@ fn changed(what: String, result: Result<(), IoError>) -> Action {
     Action::Changed { what, result }
 }
 
-/// ADJUST to the real `ClientError` variants: connection-level failures (connect,
-/// I/O, timeout, no broker reachable) must map to `unreachable` so the console shows
-/// its error screen and retries; Kafka error codes are answers, not outages.
+/// Connection-level failures (connect, I/O, timeout, no broker reachable) map to
+/// `unreachable`, so the console shows its error screen and retries; Kafka error
+/// codes are answers, not outages.
 fn io_err(e: ClientError) -> IoError {
     match &e {
         ClientError::Api(api) => IoError::api(api_text(api)),
-        ClientError::Connect { .. } | ClientError::Io(_) | ClientError::Timeout(_) => {
-            IoError::unreachable(e.to_string())
-        }
+        ClientError::Connect { .. }
+        | ClientError::Io { .. }
+        | ClientError::Timeout { .. }
+        | ClientError::NoBrokerReachable(_)
+        | ClientError::EmptyBootstrap(_) => IoError::unreachable(e.to_string()),
         _ => IoError::api(e.to_string()),
     }
 }
 
 fn api_text(e: &ApiError) -> String {
-    if e.message.is_empty() {
-        format!("{} (code {})", e.name, e.code)
-    } else {
-        format!("{}: {}", e.name, e.message)
+    match e.message.as_deref().filter(|m| !m.is_empty()) {
+        None => format!("{} (code {})", e.name, e.code),
+        Some(m) => format!("{}: {m}", e.name),
     }
 }
 
@@ -646,5 +687,21 @@ async fn commit_if_inactive(
             d.members.len()
         )));
     }
-    client.commit_offsets(group, offsets).await.map_err(io_err)
+    let results = client
+        .commit_offsets(group, offsets)
+        .await
+        .map_err(io_err)?;
+    let failed: Vec<String> = results
+        .into_iter()
+        .filter_map(|((t, p), r)| r.err().map(|e| format!("{t}-{p}: {}", api_text(&e))))
+        .collect();
+    if failed.is_empty() {
+        Ok(())
+    } else {
+        Err(IoError::api(format!(
+            "{} partition(s) not committed: {}",
+            failed.len(),
+            failed.join("; ")
+        )))
+    }
 }

@@ -10,12 +10,14 @@
 //! - `runtime`: terminal guard and the event loop; I/O runs in tokio tasks whose
 //!   results come back as actions on a channel.
 //!
-//! `io.rs` (the `Command` executor over `sluice_broker::client`) is not in the module
-//! tree yet: it needs the client, which lands on another branch.
+//! - `io`: the `Command` executor over `sluice_broker::client`.
+//! - `bundled`: the in-process broker `sluice` starts without `--bootstrap`.
 
 pub mod app;
+pub mod bundled;
 pub mod cli;
 pub mod format;
+pub mod io;
 pub mod keys;
 pub mod model;
 pub mod reset;

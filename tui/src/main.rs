@@ -1,14 +1,19 @@
-//! `sluice`: parses the command line and hands over to the library.
+//! `sluice`: parses the command line, starts the bundled broker when no
+//! cluster is named, and hands over to the console.
 
+use std::path::PathBuf;
 use std::process::ExitCode;
-use std::sync::Arc;
 
 use clap::Parser;
-use sluice_tui::app::{Action, AppConfig, Command, IoError};
+use sluice_broker::alloc::GuardedAlloc;
+use sluice_tui::app::AppConfig;
+use sluice_tui::bundled::{self, DEFAULT_DATA_DIR};
 use sluice_tui::cli::Cli;
-use sluice_tui::runtime::{self, Perform};
+use sluice_tui::{io, runtime};
 
-const NOT_WIRED: &str = "the Kafka client is not wired into this build yet";
+// The bundled broker decodes untrusted requests in this process.
+#[global_allocator]
+static ALLOC: GuardedAlloc = GuardedAlloc;
 
 #[tokio::main]
 async fn main() -> ExitCode {
@@ -18,41 +23,48 @@ async fn main() -> ExitCode {
         return ExitCode::from(2);
     }
     if let Some(cmd) = &cli.command {
-        // TODO(integration): implement over sluice_broker::client (see io.rs).
-        eprintln!("sluice {}: not wired yet: {NOT_WIRED}", cmd.name());
+        eprintln!(
+            "sluice {}: this subcommand is not implemented yet; the console (`sluice` or \
+             `sluice --bootstrap HOST:PORT`) offers the same operations",
+            cmd.name()
+        );
         return ExitCode::from(2);
     }
-    let Some(bootstrap) = &cli.bootstrap else {
-        // TODO(integration): start the bundled broker on --data-dir and open the console.
-        eprintln!("error: the bundled broker is not wired yet: pass --bootstrap HOST:PORT");
-        return ExitCode::from(2);
+    let (bootstrap, bundled) = match &cli.bootstrap {
+        Some(b) => (b.to_arg(), None),
+        None => {
+            let dir = cli
+                .data_dir
+                .clone()
+                .unwrap_or_else(|| PathBuf::from(DEFAULT_DATA_DIR));
+            match bundled::start(&dir).await {
+                Ok(b) => (b.addr.to_string(), Some(b)),
+                Err(e) => {
+                    eprintln!(
+                        "error: cannot start the bundled broker on {}: {e:#}",
+                        dir.display()
+                    );
+                    return ExitCode::FAILURE;
+                }
+            }
+        }
     };
     let config = AppConfig {
-        bootstrap: bootstrap.to_arg(),
+        bootstrap: bootstrap.clone(),
         read_only: cli.read_only,
         refresh: cli.refresh,
     };
-    // TODO(integration): replace with `io::perform` over a connected client.
-    let perform: Perform = Arc::new(|cmd: Command| Box::pin(async move { not_wired(cmd) }));
-    match runtime::run(config, perform).await {
+    let result = runtime::run(config, io::connecting_performer(bootstrap)).await;
+    if let Some(b) = bundled {
+        if let Err(e) = b.stop().await {
+            eprintln!("error: {e:#}");
+        }
+    }
+    match result {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {
             eprintln!("error: terminal: {e}");
             ExitCode::FAILURE
         }
-    }
-}
-
-/// Every load fails as unreachable, so the console shows its error screen.
-fn not_wired(cmd: Command) -> Action {
-    let e = IoError::unreachable(NOT_WIRED);
-    match cmd {
-        Command::LoadCluster => Action::ClusterLoaded(Err(e)),
-        Command::LoadTopics => Action::TopicsLoaded(Err(e)),
-        Command::LoadGroups => Action::GroupsLoaded(Err(e)),
-        other => Action::Changed {
-            what: format!("{other:?}"),
-            result: Err(e),
-        },
     }
 }
