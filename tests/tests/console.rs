@@ -321,3 +321,126 @@ fn unreachable_cluster_shows_the_error_and_q_exits_cleanly() -> Result<()> {
     })?;
     Ok(())
 }
+
+/// Runs `sluice --bootstrap B ARGS...` and returns its standard output.
+fn sluice(bootstrap: &str, args: &[&str], stdin: Option<&[u8]>) -> Result<String> {
+    let out = cmd::run(
+        Command::new(console_binary()?)
+            .args(["--bootstrap", bootstrap])
+            .args(args),
+        stdin,
+        Duration::from_secs(60),
+    )?
+    .require_success()?;
+    Ok(out.stdout)
+}
+
+#[test]
+fn subcommands_create_produce_list_describe_consume_and_delete() -> Result<()> {
+    let broker = BrokerProcess::start()?;
+    let b = broker.bootstrap();
+    let (lagging, group) = topic_with_lagging_group(&b)?;
+    let topic = unique_topic("console-cli");
+    sluice(
+        &b,
+        &[
+            "topics",
+            "create",
+            &topic,
+            "-p",
+            "2",
+            "--config",
+            "retention.ms=3600000",
+        ],
+        None,
+    )?;
+    let produced = sluice(
+        &b,
+        &[
+            "produce",
+            &topic,
+            "--key",
+            "k",
+            "--header",
+            "source=cli",
+            "--output",
+            "json",
+        ],
+        Some(b"one\ntwo\nthree\n"),
+    )?;
+    let produced: serde_json::Value = serde_json::from_str(produced.trim())?;
+    ensure!(
+        produced.as_array().map(Vec::len) == Some(3),
+        "produce answered {produced}"
+    );
+
+    let list: serde_json::Value =
+        serde_json::from_str(sluice(&b, &["topics", "list", "--output", "json"], None)?.trim())?;
+    let row = list
+        .as_array()
+        .and_then(|l| l.iter().find(|t| t["name"] == topic.as_str()))
+        .with_context(|| format!("topics list lacks {topic}: {list}"))?;
+    ensure!(
+        row["messages"] == 3 && row["partitions"] == 2,
+        "topics list row {row}"
+    );
+
+    let described: serde_json::Value = serde_json::from_str(
+        sluice(
+            &b,
+            &["topics", "describe", &topic, "--output", "json"],
+            None,
+        )?
+        .trim(),
+    )?;
+    ensure!(
+        described["configs"]["retention.ms"] == "3600000",
+        "describe shows configs {}",
+        described["configs"]
+    );
+
+    let consumed = sluice(&b, &["consume", &topic, "--output", "json"], None)?;
+    let values: Vec<String> = consumed
+        .lines()
+        .map(|l| serde_json::from_str::<serde_json::Value>(l).map(|v| v["value"].to_string()))
+        .collect::<Result<_, _>>()?;
+    ensure!(
+        values == ["\"one\"", "\"two\"", "\"three\""],
+        "consume printed {consumed}"
+    );
+    ensure!(
+        consumed.contains("source"),
+        "headers missing from {consumed}"
+    );
+
+    let g: serde_json::Value = serde_json::from_str(
+        sluice(
+            &b,
+            &["groups", "describe", &group, "--output", "json"],
+            None,
+        )?
+        .trim(),
+    )?;
+    let lag = (PER_PARTITION - COMMITTED) * i64::from(PARTITIONS);
+    ensure!(
+        g["total_lag"] == lag,
+        "groups describe of {group} on {lagging}: {g}"
+    );
+
+    let refused = cmd::run(
+        Command::new(console_binary()?).args(["--bootstrap", &b, "topics", "delete", &topic]),
+        None,
+        Duration::from_secs(60),
+    )?;
+    ensure!(
+        !refused.status.success() && refused.stderr.contains("--yes"),
+        "delete without --yes: {refused:?}"
+    );
+    sluice(&b, &["topics", "delete", &topic, "--yes"], None)?;
+    let list = sluice(&b, &["topics", "list"], None)?;
+    ensure!(
+        !list.contains(&topic),
+        "{topic} still listed after delete:\n{list}"
+    );
+    Ok(())
+}

@@ -11,11 +11,13 @@
 //!   results come back as actions on a channel.
 //!
 //! - `io`: the `Command` executor over `sluice_broker::client`.
+//! - `commands`: the scripting subcommands (`topics`, `groups`, `produce`, `consume`).
 //! - `bundled`: the in-process broker `sluice` starts without `--bootstrap`.
 
 pub mod app;
 pub mod bundled;
 pub mod cli;
+pub mod commands;
 pub mod format;
 pub mod io;
 pub mod keys;

@@ -9,7 +9,7 @@ use sluice_broker::alloc::GuardedAlloc;
 use sluice_tui::app::AppConfig;
 use sluice_tui::bundled::{self, DEFAULT_DATA_DIR};
 use sluice_tui::cli::Cli;
-use sluice_tui::{io, runtime};
+use sluice_tui::{commands, io, runtime};
 
 // The bundled broker decodes untrusted requests in this process.
 #[global_allocator]
@@ -22,13 +22,14 @@ async fn main() -> ExitCode {
         eprintln!("error: {e}");
         return ExitCode::from(2);
     }
-    if let Some(cmd) = &cli.command {
-        eprintln!(
-            "sluice {}: this subcommand is not implemented yet; the console (`sluice` or \
-             `sluice --bootstrap HOST:PORT`) offers the same operations",
-            cmd.name()
-        );
-        return ExitCode::from(2);
+    if let (Some(cmd), Some(bootstrap)) = (&cli.command, &cli.bootstrap) {
+        return match commands::run(&bootstrap.to_arg(), cli.output, cmd).await {
+            Ok(()) => ExitCode::SUCCESS,
+            Err(e) => {
+                eprintln!("sluice {}: {e:#}", cmd.name());
+                ExitCode::FAILURE
+            }
+        };
     }
     let (bootstrap, bundled) = match &cli.bootstrap {
         Some(b) => (b.to_arg(), None),
