@@ -13,10 +13,37 @@ use kafka_protocol::messages::{OffsetCommitRequest, OffsetCommitResponse, TopicN
 use kafka_protocol::protocol::StrBytes;
 
 use super::{code, group_error, Ctx, Error, Reply, NONE};
+use crate::cluster::image::TopicImage;
 use crate::coordinator::group::CommitEntry;
 
 /// Kafka's `offset.metadata.max.bytes` default.
 const MAX_METADATA_BYTES: usize = 4096;
+
+/// Checks one partition of an offset commit (OffsetCommit or
+/// TxnOffsetCommit): the entry to commit, or the partition's error code.
+pub(super) fn commit_entry(
+    topic: Option<&TopicImage>,
+    name: &str,
+    partition: i32,
+    offset: i64,
+    leader_epoch: i32,
+    metadata: Option<&StrBytes>,
+) -> Result<CommitEntry, i16> {
+    if topic.is_none_or(|t| t.partition(partition).is_none()) {
+        return Err(code(ResponseError::UnknownTopicOrPartition));
+    }
+    let metadata = metadata.map(|m| m.to_string()).unwrap_or_default();
+    if metadata.len() > MAX_METADATA_BYTES {
+        return Err(code(ResponseError::OffsetMetadataTooLarge));
+    }
+    Ok(CommitEntry {
+        topic: name.to_string(),
+        partition,
+        offset,
+        leader_epoch,
+        metadata,
+    })
+}
 
 pub fn handle(ctx: Ctx, req: OffsetCommitRequest) -> Result<Reply, Error> {
     let mut topics = Vec::with_capacity(req.topics.len());
@@ -31,32 +58,24 @@ pub fn handle(ctx: Ctx, req: OffsetCommitRequest) -> Result<Reply, Error> {
         for (pi, p) in t.partitions.iter().enumerate() {
             let r =
                 OffsetCommitResponsePartition::default().with_partition_index(p.partition_index);
-            let exists = topic
-                .as_ref()
-                .is_some_and(|t| t.partition(p.partition_index).is_some());
-            let metadata = p
-                .committed_metadata
-                .as_ref()
-                .map(|m| m.to_string())
-                .unwrap_or_default();
-            if !exists {
-                parts.push(r.with_error_code(code(ResponseError::UnknownTopicOrPartition)));
-            } else if metadata.len() > MAX_METADATA_BYTES {
-                parts.push(r.with_error_code(code(ResponseError::OffsetMetadataTooLarge)));
-            } else {
-                parts.push(r.with_error_code(NONE));
-                slots.push((ti, pi));
-                entries.push(CommitEntry {
-                    topic: name.clone(),
-                    partition: p.partition_index,
-                    offset: p.committed_offset,
-                    leader_epoch: if ctx.version >= 6 {
-                        p.committed_leader_epoch
-                    } else {
-                        -1
-                    },
-                    metadata,
-                });
+            match commit_entry(
+                topic,
+                &name,
+                p.partition_index,
+                p.committed_offset,
+                if ctx.version >= 6 {
+                    p.committed_leader_epoch
+                } else {
+                    -1
+                },
+                p.committed_metadata.as_ref(),
+            ) {
+                Err(e) => parts.push(r.with_error_code(e)),
+                Ok(entry) => {
+                    parts.push(r.with_error_code(NONE));
+                    slots.push((ti, pi));
+                    entries.push(entry);
+                }
             }
         }
         topics.push(

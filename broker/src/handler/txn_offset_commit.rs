@@ -5,18 +5,14 @@
 //! the transaction commits (its marker reaches the group's partition). v3
 //! carries the member's generation, checked as OffsetCommit does.
 
-use kafka_protocol::error::ResponseError;
 use kafka_protocol::messages::txn_offset_commit_response::{
     TxnOffsetCommitResponsePartition, TxnOffsetCommitResponseTopic,
 };
 use kafka_protocol::messages::{TopicName, TxnOffsetCommitRequest, TxnOffsetCommitResponse};
 use kafka_protocol::protocol::StrBytes;
 
-use super::{code, group_error, Ctx, Error, Reply, NONE};
-use crate::coordinator::group::CommitEntry;
-
-/// Kafka's `offset.metadata.max.bytes` default.
-const MAX_METADATA_BYTES: usize = 4096;
+use super::offset_commit::commit_entry;
+use super::{group_error, Ctx, Error, Reply, NONE};
 
 pub fn handle(ctx: Ctx, req: TxnOffsetCommitRequest) -> Result<Reply, Error> {
     let image = ctx.broker.image();
@@ -30,32 +26,24 @@ pub fn handle(ctx: Ctx, req: TxnOffsetCommitRequest) -> Result<Reply, Error> {
         for (pi, p) in t.partitions.iter().enumerate() {
             let r =
                 TxnOffsetCommitResponsePartition::default().with_partition_index(p.partition_index);
-            let exists = topic
-                .as_ref()
-                .is_some_and(|t| t.partition(p.partition_index).is_some());
-            let metadata = p
-                .committed_metadata
-                .as_ref()
-                .map(|m| m.to_string())
-                .unwrap_or_default();
-            if !exists {
-                parts.push(r.with_error_code(code(ResponseError::UnknownTopicOrPartition)));
-            } else if metadata.len() > MAX_METADATA_BYTES {
-                parts.push(r.with_error_code(code(ResponseError::OffsetMetadataTooLarge)));
-            } else {
-                parts.push(r.with_error_code(NONE));
-                slots.push((ti, pi));
-                entries.push(CommitEntry {
-                    topic: name.clone(),
-                    partition: p.partition_index,
-                    offset: p.committed_offset,
-                    leader_epoch: if ctx.version >= 2 {
-                        p.committed_leader_epoch
-                    } else {
-                        -1
-                    },
-                    metadata,
-                });
+            match commit_entry(
+                topic,
+                &name,
+                p.partition_index,
+                p.committed_offset,
+                if ctx.version >= 2 {
+                    p.committed_leader_epoch
+                } else {
+                    -1
+                },
+                p.committed_metadata.as_ref(),
+            ) {
+                Err(e) => parts.push(r.with_error_code(e)),
+                Ok(entry) => {
+                    parts.push(r.with_error_code(NONE));
+                    slots.push((ti, pi));
+                    entries.push(entry);
+                }
             }
         }
         topics.push(
