@@ -59,7 +59,16 @@ pub struct ReplicaState {
     followers: HashMap<i32, FollowerProgress>,
     /// An ISR change is on its way to the controller.
     pub isr_change_pending: bool,
+    /// After a refused ISR change, none is asked again before this time
+    /// (ms) unless new partition state arrives first: the refusal means this
+    /// replica's state is behind (or ahead of) the controller's, and asking
+    /// again at once would only be refused again.
+    isr_retry_at_ms: i64,
 }
+
+/// How long a leader waits after a refused ISR change before asking again
+/// on the same partition state.
+const ISR_RETRY_BACKOFF_MS: i64 = 200;
 
 /// What acks=all producers wait on.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -172,6 +181,7 @@ impl Partition {
                 isr: Vec::new(),
                 followers: HashMap::new(),
                 isr_change_pending: false,
+                isr_retry_at_ms: 0,
             }),
             progress,
             waiters: Mutex::new(Vec::new()),
@@ -222,6 +232,9 @@ impl Partition {
         let new_term = r.role != Role::Leader || r.leader_epoch != state.leader_epoch;
         if !new_term && state.partition_epoch < r.partition_epoch {
             return;
+        }
+        if new_term || state.partition_epoch != r.partition_epoch {
+            r.isr_retry_at_ms = 0;
         }
         r.role = Role::Leader;
         r.leader = state.leader;
@@ -290,6 +303,7 @@ impl Partition {
         r.isr = state.isr.clone();
         r.followers.clear();
         r.isr_change_pending = false;
+        r.isr_retry_at_ms = 0;
         if changed {
             tracing::info!(topic = %self.topic, partition = self.index, leader = state.leader, epoch = state.leader_epoch, "became follower");
         }
@@ -500,7 +514,7 @@ impl Partition {
     /// most one change is in flight per partition.
     pub fn wanted_isr_change(&self, now_ms: i64, lag_ms: i64) -> Option<IsrChange> {
         let mut r = self.replica.lock();
-        if r.role != Role::Leader || r.isr_change_pending {
+        if r.role != Role::Leader || r.isr_change_pending || now_ms < r.isr_retry_at_ms {
             return None;
         }
         let hw = self.high_watermark();
@@ -542,6 +556,9 @@ impl Partition {
         {
             let mut r = self.replica.lock();
             r.isr_change_pending = false;
+            if state.is_none() {
+                r.isr_retry_at_ms = now_ms + ISR_RETRY_BACKOFF_MS;
+            }
         }
         if let Some(s) = state {
             if s.leader_epoch == self.leader_epoch() && self.is_leader() {

@@ -129,14 +129,23 @@ impl Controller {
     }
 
     async fn write(&self, records: Vec<MetadataRecord>) -> Result<u64, ControllerError> {
+        self.write_image(records)
+            .await
+            .map(|image| image.applied_index)
+    }
+
+    /// Writes `records` as one entry; the image once it is applied.
+    async fn write_image(
+        &self,
+        records: Vec<MetadataRecord>,
+    ) -> Result<Arc<MetadataImage>, ControllerError> {
         let quorum = self.quorum()?;
         if records.is_empty() {
-            return Ok(quorum.image().applied_index);
+            return Ok(quorum.image());
         }
         quorum
             .propose(records)
             .await
-            .map(|image| image.applied_index)
             .map_err(|e| ControllerError::Quorum(e.to_string()))
     }
 
@@ -300,8 +309,20 @@ impl Controller {
                     partition_epoch,
                     &isr,
                 ) {
-                    Ok((records, state)) => match self.write(records).await {
-                        Ok(_) => ControllerResponse::Partition(state),
+                    Ok((records, state)) => match self.write_image(records).await {
+                        // The image refuses a change computed from an older
+                        // partition epoch than its own; the leader must not
+                        // take a state that was not applied.
+                        Ok(after) => match after.partition(&topic, partition) {
+                            Some(applied) if *applied == state => {
+                                ControllerResponse::Partition(state)
+                            }
+                            Some(applied) => error(ControllerError::StaleEpoch(format!(
+                                "{topic}-{partition} moved to partition epoch {} meanwhile",
+                                applied.partition_epoch
+                            ))),
+                            None => error(ControllerError::UnknownPartition(topic, partition)),
+                        },
                         Err(e) => error(e),
                     },
                     Err(e) => error(e),
@@ -476,7 +497,11 @@ impl Controller {
                 }
             }
         }
+        // Written with the state still locked: a decision taken meanwhile
+        // on the image without these records would overwrite them (or they
+        // it), as partition changes replace a partition's state whole.
+        let written = self.write(records).await.map(|_| ());
         drop(state);
-        self.write(records).await.map(|_| ())
+        written
     }
 }

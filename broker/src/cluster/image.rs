@@ -278,7 +278,23 @@ impl MetadataImage {
                         .ok()
                         .and_then(|i| t.partitions.get_mut(i))
                 }) {
-                    *p = state.clone();
+                    // Every change raises the partition epoch by one from the
+                    // state it was computed on, so a change whose epoch is not
+                    // above the current one was computed on a state another
+                    // change has since replaced; applying it would undo that
+                    // change (and move the epoch backwards under a leader
+                    // that already holds the newer one).
+                    if state.partition_epoch > p.partition_epoch {
+                        *p = state.clone();
+                    } else {
+                        tracing::warn!(
+                            topic = %topic,
+                            partition = *partition,
+                            epoch = state.partition_epoch,
+                            current = p.partition_epoch,
+                            "ignoring a stale partition change"
+                        );
+                    }
                 }
             }
         }
@@ -331,6 +347,12 @@ mod tests {
         moved.leader = 2;
         moved.isr = vec![2];
         moved.leader_epoch += 1;
+        moved.partition_epoch += 1;
+        // A change computed on the same state as `moved`, written after it:
+        // stale, so ignored rather than undoing `moved`.
+        let mut stale = img.partition("t", 0).cloned().expect("partition");
+        stale.isr = vec![1, 2];
+        stale.partition_epoch += 1;
         img.apply(
             6,
             &MetadataRecord::ChangePartition {
@@ -339,16 +361,29 @@ mod tests {
                 state: moved,
             },
         );
-        assert_eq!(
-            img.partition("t", 0).map(|p| (p.leader, p.leader_epoch)),
-            Some((2, 1))
+        img.apply(
+            7,
+            &MetadataRecord::ChangePartition {
+                topic: "t".into(),
+                partition: 0,
+                state: stale,
+            },
         );
-        assert_eq!(img.applied_index, 6);
-        img.apply(7, &MetadataRecord::DeleteTopic { name: "t".into() });
+        assert_eq!(
+            img.partition("t", 0).map(|p| (
+                p.leader,
+                p.leader_epoch,
+                p.partition_epoch,
+                p.isr.clone()
+            )),
+            Some((2, 1, 1, vec![2]))
+        );
+        assert_eq!(img.applied_index, 7);
+        img.apply(8, &MetadataRecord::DeleteTopic { name: "t".into() });
         assert!(img.topic("t").is_none());
         // A record about a deleted topic is ignored, not a panic.
         img.apply(
-            8,
+            9,
             &MetadataRecord::AddPartitions {
                 topic: "t".into(),
                 partitions: vec![],

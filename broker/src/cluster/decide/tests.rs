@@ -197,6 +197,7 @@ fn controlled_shutdown_moves_leadership_and_leaves_isrs() {
     apply(&mut img, &[MetadataRecord::RegisterBroker(broker(1))]);
     let mut p = img.partition("t", 0).cloned().expect("p");
     p.isr.push(1);
+    p.partition_epoch += 1;
     apply(
         &mut img,
         &[MetadataRecord::ChangePartition {
