@@ -25,6 +25,7 @@
 //! - [`server`], [`connection`]: accept loop, framing, graceful shutdown.
 //! - [`handler`]: one file per Kafka API; Kafka error codes are chosen there only.
 
+pub mod admin;
 pub mod alloc;
 pub mod broker;
 pub mod client;

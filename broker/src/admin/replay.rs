@@ -1,0 +1,1 @@
+//! Replay: copies a range of records from one topic to another.
