@@ -45,6 +45,37 @@ pub async fn bind_controller(config: &BrokerConfig) -> std::io::Result<Option<Tc
 
 /// Opens the broker on `config.data_dir` and serves `listener` until
 /// `shutdown` completes.
+/// Raises the soft limit on open files to the hard limit: each segment
+/// keeps three files open (its log and two indexes), so a few thousand
+/// partitions exceed the usual soft limit of 1024 long before the hard one.
+/// Logs the limit either way.
+#[allow(unsafe_code)]
+fn raise_open_files_limit() {
+    let mut lim = libc::rlimit {
+        rlim_cur: 0,
+        rlim_max: 0,
+    };
+    // SAFETY: getrlimit/setrlimit only read and write the struct passed.
+    if unsafe { libc::getrlimit(libc::RLIMIT_NOFILE, &mut lim) } != 0 {
+        return;
+    }
+    if lim.rlim_cur < lim.rlim_max {
+        let raised = libc::rlimit {
+            rlim_cur: lim.rlim_max,
+            rlim_max: lim.rlim_max,
+        };
+        // SAFETY: as above.
+        if unsafe { libc::setrlimit(libc::RLIMIT_NOFILE, &raised) } == 0 {
+            lim = raised;
+        }
+    }
+    tracing::info!(
+        limit = lim.rlim_cur,
+        partitions = lim.rlim_cur / 3,
+        "open files limit (each segment keeps 3 files open)"
+    );
+}
+
 pub async fn run(
     config: BrokerConfig,
     listener: TcpListener,
@@ -57,6 +88,7 @@ pub async fn run(
             source,
         })?;
     let (host, port) = advertised_address(&config, bound);
+    raise_open_files_limit();
     let controller = bind_controller(&config)
         .await
         .map_err(|e| StartError::Quorum(format!("cannot listen on the controller address: {e}")))?;

@@ -1,12 +1,6 @@
 //! The `Command` executor: performs console I/O over `sluice_broker::client::Client`
 //! and turns each result into the `Action` that carries it back to `update`.
 //!
-//! NOT IN THE MODULE TREE YET: the client lands on another branch. To wire it:
-//! add `sluice-broker.workspace = true` to tui/Cargo.toml, `pub mod io;` to lib.rs,
-//! and in main.rs connect a `Client` and pass `io::performer(client)` to
-//! `runtime::run` instead of the not-wired stub. Written against the client API as
-//! agreed (shapes in the brief); names marked ADJUST may need a touch.
-//!
 //! Every function here is async and never blocks the draw loop: the runtime spawns
 //! each command on its own task.
 
@@ -168,7 +162,8 @@ pub async fn perform(client: &Client, cmd: Command) -> Action {
                 key,
                 value,
                 headers,
-                timestamp: None, // ADJUST: if the client wants a value, use now
+                // The client stamps it with the current time.
+                timestamp: None,
             };
             match client.produce(&topic, partition, record).await {
                 Ok((p, offset)) => changed(
@@ -393,8 +388,8 @@ async fn load_topic_configs(client: &Client, topic: &str) -> Result<Vec<ConfigRo
         .map(|e| ConfigRow {
             name: e.name,
             value: e.value,
-            // ADJUST: Kafka's names (DEFAULT_CONFIG, DYNAMIC_TOPIC_CONFIG, ...); the
-            // topic view hides DEFAULT_CONFIG entries.
+            // Kafka's names (DEFAULT_CONFIG, DYNAMIC_TOPIC_CONFIG, ...); the topic
+            // view hides DEFAULT_CONFIG entries.
             source: e.source.to_string(),
             read_only: e.read_only,
             sensitive: e.sensitive,
@@ -590,8 +585,8 @@ async fn fetch_messages(
                 partition,
                 offset: r.offset,
                 timestamp: r.timestamp,
-                key: r.key.map(|k| k.to_vec()), // ADJUST: Bytes/Vec<u8>
-                value: r.value.map(|v| v.to_vec()), // ADJUST: Bytes/Vec<u8>
+                key: r.key.map(|k| k.to_vec()),
+                value: r.value.map(|v| v.to_vec()),
                 headers: r
                     .headers
                     .into_iter()

@@ -9,14 +9,14 @@ use std::future::Future;
 use std::io::{self, Stdout};
 use std::pin::Pin;
 use std::sync::Arc;
-use std::time::{Duration, SystemTime, UNIX_EPOCH};
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use crossterm::event::{self, Event, KeyEventKind};
 use crossterm::execute;
 use crossterm::terminal::{
     disable_raw_mode, enable_raw_mode, EnterAlternateScreen, LeaveAlternateScreen,
 };
-use ratatui::backend::CrosstermBackend;
+use ratatui::backend::{Backend, CrosstermBackend};
 use ratatui::Terminal;
 use tokio::sync::mpsc;
 
@@ -86,15 +86,38 @@ pub fn now_ms() -> i64 {
 /// Runs the console until the user quits.
 pub async fn run(config: AppConfig, perform: Perform) -> io::Result<()> {
     let mut guard = TerminalGuard::enter()?;
-    let (tx, mut rx) = mpsc::unbounded_channel::<Action>();
+    let (tx, rx) = mpsc::unbounded_channel::<Action>();
     let input = spawn_input_thread(tx.clone());
+    let result = event_loop(&mut guard.terminal, config, perform, tx, rx, |_, _| {}).await;
+    drop(guard);
+    let _ = input.join();
+    result
+}
+
+/// The draw loop on any backend: draws, waits for the next action (from `rx`,
+/// fed by the input thread and by finished commands, or the tick), updates,
+/// and spawns the commands. `frame` sees the app after every draw and how
+/// long the draw took (the benchmark's probe; `run` passes a no-op). Returns
+/// when the user quits; dropping `rx` then tells the input source to stop.
+pub async fn event_loop<B: Backend>(
+    terminal: &mut Terminal<B>,
+    config: AppConfig,
+    perform: Perform,
+    tx: mpsc::UnboundedSender<Action>,
+    mut rx: mpsc::UnboundedReceiver<Action>,
+    mut frame: impl FnMut(&App, Duration),
+) -> io::Result<()> {
     let mut app = App::new(config, now_ms());
     let first = app.start();
     spawn_all(first, &tx, &perform);
     let mut tick = tokio::time::interval(TICK);
     tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Skip);
     loop {
-        guard.terminal.draw(|f| ui::draw(f, &app))?;
+        let started = Instant::now();
+        terminal
+            .draw(|f| ui::draw(f, &app))
+            .map_err(|e| io::Error::other(e.to_string()))?;
+        frame(&app, started.elapsed());
         let action = tokio::select! {
             Some(a) = rx.recv() => a,
             _ = tick.tick() => Action::Tick { now_ms: now_ms() },
@@ -102,13 +125,9 @@ pub async fn run(config: AppConfig, perform: Perform) -> io::Result<()> {
         let commands = app::update(&mut app, action);
         spawn_all(commands, &tx, &perform);
         if app.quit {
-            break;
+            return Ok(());
         }
     }
-    drop(rx); // the input thread sees the closed channel and ends
-    drop(guard);
-    let _ = input.join();
-    Ok(())
 }
 
 fn spawn_all(commands: Vec<Command>, tx: &mpsc::UnboundedSender<Action>, perform: &Perform) {
