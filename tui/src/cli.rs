@@ -7,6 +7,7 @@ use std::time::Duration;
 use clap::{Args, Parser, Subcommand, ValueEnum};
 
 use crate::format;
+use crate::offsets_cmd::OffsetsCommand;
 
 #[derive(Debug, Parser)]
 #[command(
@@ -75,6 +76,9 @@ pub enum Command {
     Produce(ProduceArgs),
     /// Print messages of a topic.
     Consume(ConsumeArgs),
+    /// Reset a consumer group's committed offsets (dry run unless --execute), or undo a reset.
+    #[command(subcommand)]
+    Offsets(OffsetsCommand),
 }
 
 #[derive(Debug, Subcommand)]
@@ -188,6 +192,8 @@ pub enum UsageError {
     EmptyAlter(String),
     #[error("--read-only refuses `sluice {0}`, which changes the cluster: drop --read-only")]
     ReadOnly(&'static str),
+    #[error("{0}")]
+    Offsets(String),
 }
 
 impl Cli {
@@ -215,6 +221,7 @@ impl Cli {
             {
                 Err(UsageError::EmptyAlter(a.topic.clone()))
             }
+            Command::Offsets(o) => o.validate().map_err(UsageError::Offsets),
             _ => Ok(()),
         }
     }
@@ -232,6 +239,7 @@ impl Command {
             Command::Groups(GroupsCommand::Describe { .. }) => "groups describe",
             Command::Produce(_) => "produce",
             Command::Consume(_) => "consume",
+            Command::Offsets(o) => o.name(),
         }
     }
 
@@ -242,7 +250,7 @@ impl Command {
                 | Command::Topics(TopicsCommand::Delete { .. })
                 | Command::Topics(TopicsCommand::Alter(_))
                 | Command::Produce(_)
-        )
+        ) || matches!(self, Command::Offsets(o) if o.mutates())
     }
 }
 

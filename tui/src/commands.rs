@@ -20,6 +20,10 @@ pub async fn run(bootstrap: &str, output: Output, cmd: &Command) -> anyhow::Resu
         Command::Groups(g) => groups(&client, g).await?,
         Command::Produce(p) => produce(&client, p).await?,
         Command::Consume(c) => consume(&client, c, output).await?,
+        Command::Offsets(o) => {
+            crate::offsets_cmd::run(&client, o, output).await?;
+            None
+        }
     };
     if let Some(out) = out {
         print(output, &out);

@@ -4,7 +4,7 @@
 //! - `app`: the console state, `Action` in, `Command` out (`update`); no I/O.
 //! - `keys`: the key table that drives both `update` and the footer/help.
 //! - `model`: view-model structs and derived figures (messages, lag, catch-up).
-//! - `reset`: the pure offset-reset planner.
+//! - `reset`: the offset-reset planner, re-exported from `sluice_broker::admin::reset`.
 //! - `format`: bytes/JSON/hex, sizes, times and durations as text and back.
 //! - `ui`: drawing, a pure function of `&App` into a ratatui `Frame`.
 //! - `runtime`: terminal guard and the event loop; I/O runs in tokio tasks whose
@@ -12,6 +12,7 @@
 //!
 //! - `io`: the `Command` executor over `sluice_broker::client`.
 //! - `commands`: the scripting subcommands (`topics`, `groups`, `produce`, `consume`).
+//! - `offsets_cmd`: `sluice offsets reset|undo` over `sluice_broker::admin::reset`.
 //! - `bundled`: the in-process broker `sluice` starts without `--bootstrap`.
 
 pub mod app;
@@ -22,6 +23,7 @@ pub mod format;
 pub mod io;
 pub mod keys;
 pub mod model;
+pub mod offsets_cmd;
 pub mod reset;
 pub mod runtime;
 pub mod ui;
