@@ -75,6 +75,8 @@ pub enum Command {
     Produce(ProduceArgs),
     /// Print messages of a topic.
     Consume(ConsumeArgs),
+    /// Copy a range of records to another topic (same or another cluster).
+    Replay(crate::replay_cmd::ReplayArgs),
 }
 
 #[derive(Debug, Subcommand)]
@@ -232,6 +234,7 @@ impl Command {
             Command::Groups(GroupsCommand::Describe { .. }) => "groups describe",
             Command::Produce(_) => "produce",
             Command::Consume(_) => "consume",
+            Command::Replay(_) => "replay",
         }
     }
 
@@ -242,7 +245,7 @@ impl Command {
                 | Command::Topics(TopicsCommand::Delete { .. })
                 | Command::Topics(TopicsCommand::Alter(_))
                 | Command::Produce(_)
-        )
+        ) || matches!(self, Command::Replay(r) if !r.dry_run)
     }
 }
 

@@ -20,6 +20,10 @@ pub async fn run(bootstrap: &str, output: Output, cmd: &Command) -> anyhow::Resu
         Command::Groups(g) => groups(&client, g).await?,
         Command::Produce(p) => produce(&client, p).await?,
         Command::Consume(c) => consume(&client, c, output).await?,
+        Command::Replay(r) => {
+            crate::replay_cmd::run(&client, bootstrap, output, r).await?;
+            None
+        }
     };
     if let Some(out) = out {
         print(output, &out);

@@ -12,6 +12,8 @@
 //!
 //! - `io`: the `Command` executor over `sluice_broker::client`.
 //! - `commands`: the scripting subcommands (`topics`, `groups`, `produce`, `consume`).
+//! - `replay_cmd`: `sluice replay` (flags, progress, Ctrl-C, summary) over
+//!   `sluice_broker::admin::replay`.
 //! - `bundled`: the in-process broker `sluice` starts without `--bootstrap`.
 
 pub mod app;
@@ -22,6 +24,7 @@ pub mod format;
 pub mod io;
 pub mod keys;
 pub mod model;
+pub mod replay_cmd;
 pub mod reset;
 pub mod runtime;
 pub mod ui;
