@@ -26,7 +26,7 @@ use crate::format;
 #[command(
     after_help = "Ranges are end-exclusive: --start 100 --end 200 copies offsets 100 to 199; \
     --end @T stops before the first record at or after time T. Times are RFC 3339 \
-    (@2026-11-21T10:00:00Z) or milliseconds (@1763719200000). See docs/replay.md."
+    (@2026-11-21T10:00:00Z) or milliseconds (@1795255200000). See docs/replay.md."
 )]
 pub struct ReplayArgs {
     /// Source topic on --bootstrap, optionally only some partitions: orders or orders:0,2
@@ -226,7 +226,7 @@ impl Reporter {
         let bar = std::io::stderr().is_terminal().then(|| {
             let bar = ProgressBar::with_draw_target(Some(total), ProgressDrawTarget::stderr());
             let style = ProgressStyle::with_template(
-                "{spinner} {elapsed_precise} [{wide_bar}] {pos}/{len} offsets, {per_sec}, ETA {eta} {msg}",
+                "{spinner} {elapsed_precise} [{wide_bar}] {pos}/{len} offsets, ETA {eta} {msg}",
             )
             .unwrap_or_else(|_| ProgressStyle::default_bar());
             bar.set_style(style);
@@ -245,10 +245,12 @@ impl Reporter {
         let done = self.total.saturating_sub(p.remaining_offsets());
         if let Some(bar) = &self.bar {
             bar.set_position(done);
+            let secs = p.elapsed.as_secs_f64().max(1e-3);
             bar.set_message(format!(
-                "({} records, {})",
+                "({} records, {}, {:.0} records/s)",
                 p.records(),
-                format::bytes_human(p.bytes())
+                format::bytes_human(p.bytes()),
+                p.records() as f64 / secs
             ));
             return;
         }
@@ -400,7 +402,7 @@ mod tests {
             "h:1, h:2",
         ])
         .expect("parses");
-        assert_eq!(a.start, Bound::Timestamp(1_763_719_200_000));
+        assert_eq!(a.start, Bound::Timestamp(1_795_255_200_000));
         assert_eq!(a.end, Bound::Offset(500));
         assert_eq!(a.rate, Some(20.0));
         assert_eq!(a.to_bootstrap.as_deref(), Some("h:1,h:2"));

@@ -47,7 +47,7 @@ pub enum Bound {
 impl Bound {
     /// `earliest`, an offset, or `@TIMESTAMP` (RFC 3339 or ms since the epoch).
     pub fn parse_start(s: &str) -> Result<Bound, String> {
-        let fix = "write --start earliest, an offset (e.g. 1200) or @TIMESTAMP (e.g. @2026-11-21T10:00:00Z or @1763719200000)";
+        let fix = "write --start earliest, an offset (e.g. 1200) or @TIMESTAMP (e.g. @2026-11-21T10:00:00Z or @1795255200000)";
         match Bound::parse(s) {
             Ok(Bound::Latest) => Err(format!("--start latest would copy nothing: {fix}")),
             Ok(b) => Ok(b),
@@ -57,7 +57,7 @@ impl Bound {
 
     /// `latest`, an offset, or `@TIMESTAMP` (RFC 3339 or ms since the epoch).
     pub fn parse_end(s: &str) -> Result<Bound, String> {
-        let fix = "write --end latest, an offset (e.g. 5000) or @TIMESTAMP (e.g. @2026-11-21T11:00:00Z or @1763722800000)";
+        let fix = "write --end latest, an offset (e.g. 5000) or @TIMESTAMP (e.g. @2026-11-21T11:00:00Z or @1795258800000)";
         match Bound::parse(s) {
             Ok(Bound::Earliest) => Err(format!("--end earliest would copy nothing: {fix}")),
             Ok(b) => Ok(b),

@@ -45,15 +45,15 @@ fn bounds_parse_offsets_times_and_names() {
     assert_eq!(Bound::parse_start("1200"), Ok(Bound::Offset(1200)));
     assert_eq!(
         Bound::parse_start("@2026-11-21T10:00:00Z"),
-        Ok(Bound::Timestamp(1_763_719_200_000))
+        Ok(Bound::Timestamp(1_795_255_200_000))
     );
     assert_eq!(
         Bound::parse_start("@2026-11-21T12:00:00+02:00"),
-        Ok(Bound::Timestamp(1_763_719_200_000))
+        Ok(Bound::Timestamp(1_795_255_200_000))
     );
     assert_eq!(
-        Bound::parse_end("@1763719200000"),
-        Ok(Bound::Timestamp(1_763_719_200_000))
+        Bound::parse_end("@1795255200000"),
+        Ok(Bound::Timestamp(1_795_255_200_000))
     );
     assert_eq!(Bound::parse_end("latest"), Ok(Bound::Latest));
     for bad in ["-3", "yesterday", "@2026-13-01T00:00:00Z", "@", "12x"] {
