@@ -79,6 +79,8 @@ pub enum Command {
     /// Reset a consumer group's committed offsets (dry run unless --execute), or undo a reset.
     #[command(subcommand)]
     Offsets(OffsetsCommand),
+    /// Copy a range of records to another topic (same or another cluster).
+    Replay(crate::replay_cmd::ReplayArgs),
 }
 
 #[derive(Debug, Subcommand)]
@@ -240,6 +242,7 @@ impl Command {
             Command::Produce(_) => "produce",
             Command::Consume(_) => "consume",
             Command::Offsets(o) => o.name(),
+            Command::Replay(_) => "replay",
         }
     }
 
@@ -251,6 +254,7 @@ impl Command {
                 | Command::Topics(TopicsCommand::Alter(_))
                 | Command::Produce(_)
         ) || matches!(self, Command::Offsets(o) if o.mutates())
+            || matches!(self, Command::Replay(r) if !r.dry_run)
     }
 }
 

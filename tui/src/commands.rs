@@ -24,6 +24,10 @@ pub async fn run(bootstrap: &str, output: Output, cmd: &Command) -> anyhow::Resu
             crate::offsets_cmd::run(&client, o, output).await?;
             None
         }
+        Command::Replay(r) => {
+            crate::replay_cmd::run(&client, bootstrap, output, r).await?;
+            None
+        }
     };
     if let Some(out) = out {
         print(output, &out);

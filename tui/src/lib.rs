@@ -13,6 +13,8 @@
 //! - `io`: the `Command` executor over `sluice_broker::client`.
 //! - `commands`: the scripting subcommands (`topics`, `groups`, `produce`, `consume`).
 //! - `offsets_cmd`: `sluice offsets reset|undo` over `sluice_broker::admin::reset`.
+//! - `replay_cmd`: `sluice replay` (flags, progress, Ctrl-C, summary) over
+//!   `sluice_broker::admin::replay`.
 //! - `bundled`: the in-process broker `sluice` starts without `--bootstrap`.
 
 pub mod app;
@@ -24,6 +26,7 @@ pub mod io;
 pub mod keys;
 pub mod model;
 pub mod offsets_cmd;
+pub mod replay_cmd;
 pub mod reset;
 pub mod runtime;
 pub mod ui;

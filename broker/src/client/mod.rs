@@ -12,6 +12,8 @@
 //!   - [`data`]: ListOffsets, Produce, Fetch.
 //!   - [`admin`]: topics, partitions, configs, log dir sizes.
 //!   - [`groups`]: list, describe, committed offsets, admin commits, delete.
+//!   - [`producer`]: the idempotent producer (producer id, sequence numbers,
+//!     retries of the same batch that the leader deduplicates).
 //!   - [`records`]: record batch v2 encoding and decoding (compressed
 //!     batches, control batches, aborted transactions), murmur2.
 //!   - [`types`], [`error`]: the data calls take and return; [`ApiError`]
@@ -31,11 +33,13 @@ pub mod data;
 pub mod error;
 pub mod groups;
 pub mod pool;
+pub mod producer;
 pub mod records;
 pub mod types;
 
 pub use error::{ApiError, ClientError};
 pub use pool::Client;
+pub use producer::{IdempotentProducer, PartitionRecords, ProducerConfig, ProducerError};
 pub use types::{
     BrokerInfo, ClientConfig, ClusterMetadata, ConfigEntry, ConfigOp, FetchedRecords,
     GroupDescription, GroupListing, Isolation, ListedOffset, MemberInfo, NewTopic, OffsetSpec,

@@ -46,9 +46,29 @@ pub struct OutRecord<'a> {
     pub timestamp: i64,
 }
 
+/// The idempotent producer's fields of a batch header: who wrote it and the
+/// sequence number of its first record, so a partition leader can tell a
+/// retry from a new batch.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct ProducerFields {
+    pub producer_id: i64,
+    pub producer_epoch: i16,
+    pub base_sequence: i32,
+}
+
 /// Encodes `records` as one uncompressed v2 batch with base offset 0 and no
 /// producer id (a plain, non-idempotent producer's batch).
 pub fn encode_batch(records: &[OutRecord<'_>]) -> Bytes {
+    encode(records, None)
+}
+
+/// Encodes `records` as one uncompressed v2 batch carrying an idempotent
+/// producer's id, epoch and base sequence (not transactional).
+pub fn encode_idempotent_batch(records: &[OutRecord<'_>], producer: ProducerFields) -> Bytes {
+    encode(records, Some(producer))
+}
+
+fn encode(records: &[OutRecord<'_>], producer: Option<ProducerFields>) -> Bytes {
     let base_ts = records.iter().map(|r| r.timestamp).min().unwrap_or(0);
     let max_ts = records.iter().map(|r| r.timestamp).max().unwrap_or(0);
     let mut body = BytesMut::new();
@@ -79,9 +99,14 @@ pub fn encode_batch(records: &[OutRecord<'_>]) -> Bytes {
     buf.put_i32(count.saturating_sub(1)); // last offset delta
     buf.put_i64(base_ts);
     buf.put_i64(max_ts);
-    buf.put_i64(-1); // producer id
-    buf.put_i16(-1); // producer epoch
-    buf.put_i32(-1); // base sequence
+    let p = producer.unwrap_or(ProducerFields {
+        producer_id: -1,
+        producer_epoch: -1,
+        base_sequence: -1,
+    });
+    buf.put_i64(p.producer_id);
+    buf.put_i16(p.producer_epoch);
+    buf.put_i32(p.base_sequence);
     buf.put_i32(count);
     buf.put_slice(&body);
     let crc = crc32c::crc32c(&buf[CRC_START..]);
@@ -453,6 +478,60 @@ mod tests {
             assert_eq!(r.offset, i as i64);
             assert_eq!((&r.key, &r.value, &r.headers, r.timestamp), (k, v, h, *t));
         }
+    }
+
+    #[test]
+    fn idempotent_batch_header_carries_producer_id_epoch_and_sequence() {
+        let s = sample();
+        let recs: Vec<OutRecord<'_>> = s
+            .iter()
+            .map(|(k, v, h, t)| OutRecord {
+                key: k.as_deref(),
+                value: v.as_deref(),
+                headers: h,
+                timestamp: *t,
+            })
+            .collect();
+        let producer = ProducerFields {
+            producer_id: 0x0102_0304_0506_0708,
+            producer_epoch: 3,
+            base_sequence: 2_147_483_000,
+        };
+        let batch = encode_idempotent_batch(&recs, producer);
+        // Byte positions of the v2 header (docs/log-format.md).
+        assert_eq!(batch[16], 2, "magic");
+        assert_eq!(i16::from_be_bytes(array(&batch[21..23])), 0, "attributes");
+        assert_eq!(i32::from_be_bytes(array(&batch[23..27])), 2, "last delta");
+        assert_eq!(
+            i64::from_be_bytes(array(&batch[43..51])),
+            0x0102_0304_0506_0708
+        );
+        assert_eq!(i16::from_be_bytes(array(&batch[51..53])), 3);
+        assert_eq!(i32::from_be_bytes(array(&batch[53..57])), 2_147_483_000);
+        assert_eq!(i32::from_be_bytes(array(&batch[57..61])), 3, "count");
+        let len = i32::from_be_bytes(array(&batch[8..12]));
+        assert_eq!(usize::try_from(len).ok(), Some(batch.len() - LOG_OVERHEAD));
+        // The crate's decoder (which checks the CRC) reads the same fields,
+        // the sequence counting up per record.
+        let mut b = batch.clone();
+        let set = kafka_protocol::records::RecordBatchDecoder::decode(&mut b).expect("decodes");
+        let seqs: Vec<i32> = set.records.iter().map(|r| r.sequence).collect();
+        assert_eq!(seqs, [2_147_483_000, 2_147_483_001, 2_147_483_002]);
+        for r in &set.records {
+            assert_eq!(
+                (r.producer_id, r.producer_epoch),
+                (0x0102_0304_0506_0708, 3)
+            );
+            assert!(!r.transactional && !r.control);
+        }
+        // Our own decoder still returns the records unchanged.
+        let d = decode_batches(0, batch, 0, None).expect("decodes");
+        assert_eq!(d.records.len(), 3);
+        // A plain batch keeps the "no producer" markers.
+        let plain = encode_batch(&recs);
+        assert_eq!(i64::from_be_bytes(array(&plain[43..51])), -1);
+        assert_eq!(i16::from_be_bytes(array(&plain[51..53])), -1);
+        assert_eq!(i32::from_be_bytes(array(&plain[53..57])), -1);
     }
 
     #[test]
