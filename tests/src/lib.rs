@@ -56,3 +56,21 @@ pub fn now_ms() -> i64 {
         .unwrap_or_default();
     i64::try_from(since.as_millis()).unwrap_or(i64::MAX)
 }
+
+/// The `sluice` binary (crate sluice-tui), built next to the test
+/// executables (`cargo build --release -p sluice-tui`; scripts/test.sh does).
+pub fn sluice_binary() -> anyhow::Result<std::path::PathBuf> {
+    use anyhow::Context;
+    let exe = std::env::current_exe().context("locating the test executable")?;
+    exe.ancestors()
+        .skip(1)
+        .take(2)
+        .map(|d| d.join("sluice"))
+        .find(|c| c.is_file())
+        .with_context(|| {
+            format!(
+                "sluice binary not found near {}: build it first (`cargo build --release -p sluice-tui`; scripts/test.sh does)",
+                exe.display()
+            )
+        })
+}

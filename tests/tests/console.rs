@@ -10,12 +10,12 @@
 //! - An unreachable address: the error screen names it, `q` exits cleanly.
 
 use std::collections::BTreeMap;
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::process::Command;
 use std::sync::atomic::{AtomicU32, Ordering};
 use std::time::Duration;
 
-use anyhow::{bail, ensure, Context, Result};
+use anyhow::{ensure, Context, Result};
 use sluice_broker::client::{Client, ClientConfig, NewTopic, ProduceRecord};
 use sluice_tests::cmd::{self, find_program};
 use sluice_tests::{unique_topic, wait_for, BrokerProcess};
@@ -24,24 +24,6 @@ const SCREEN: Duration = Duration::from_secs(30);
 const PARTITIONS: i32 = 3;
 const PER_PARTITION: i64 = 10;
 const COMMITTED: i64 = 4;
-
-/// The `sluice` binary next to the test executable's directory (as the broker).
-fn console_binary() -> Result<PathBuf> {
-    let exe = std::env::current_exe().context("locating the test executable")?;
-    let mut dir = exe.parent();
-    for _ in 0..2 {
-        let Some(d) = dir else { break };
-        let candidate = d.join("sluice");
-        if candidate.is_file() {
-            return Ok(candidate);
-        }
-        dir = d.parent();
-    }
-    bail!(
-        "sluice binary not found near {}: build it first (`cargo build --release -p sluice-tui`; scripts/test.sh does)",
-        exe.display()
-    )
-}
 
 /// One tmux server (its own socket) running the console; killed on drop.
 struct Terminal {
@@ -57,7 +39,7 @@ impl Terminal {
             std::process::id(),
             NEXT.fetch_add(1, Ordering::Relaxed)
         );
-        let mut line = shell_quote(&console_binary()?);
+        let mut line = shell_quote(&sluice_tests::sluice_binary()?);
         for a in args {
             line.push(' ');
             line.push_str(&shell_quote(Path::new(a)));
@@ -325,7 +307,7 @@ fn unreachable_cluster_shows_the_error_and_q_exits_cleanly() -> Result<()> {
 /// Runs `sluice --bootstrap B ARGS...` and returns its standard output.
 fn sluice(bootstrap: &str, args: &[&str], stdin: Option<&[u8]>) -> Result<String> {
     let out = cmd::run(
-        Command::new(console_binary()?)
+        Command::new(sluice_tests::sluice_binary()?)
             .args(["--bootstrap", bootstrap])
             .args(args),
         stdin,
@@ -428,7 +410,13 @@ fn subcommands_create_produce_list_describe_consume_and_delete() -> Result<()> {
     );
 
     let refused = cmd::run(
-        Command::new(console_binary()?).args(["--bootstrap", &b, "topics", "delete", &topic]),
+        Command::new(sluice_tests::sluice_binary()?).args([
+            "--bootstrap",
+            &b,
+            "topics",
+            "delete",
+            &topic,
+        ]),
         None,
         Duration::from_secs(60),
     )?;

@@ -35,26 +35,13 @@ const BASELINE: [i64; 6] = [10, 20, 30, 40, 50, 150];
 const T0: i64 = 1_795_255_200_000; // 2026-11-21T10:00:00Z
 const RUN: Duration = Duration::from_secs(120);
 
-/// The `sluice` binary, built next to the test executables
-/// (`cargo build --release -p sluice-tui`; scripts/test.sh does).
-fn sluice_binary() -> Result<PathBuf> {
-    let exe = std::env::current_exe().context("locating the test executable")?;
-    exe.ancestors()
-        .skip(1)
-        .take(2)
-        .map(|d| d.join("sluice"))
-        .find(|c| c.is_file())
-        .with_context(|| {
-            format!(
-                "sluice binary not found near {}: build it first (`cargo build --release -p sluice-tui`)",
-                exe.display()
-            )
-        })
-}
-
 /// Runs `sluice ARGS...` (with `--bootstrap B` where the args put it).
 fn sluice(args: &[&str]) -> Result<CmdOutput> {
-    cmd::run(Command::new(sluice_binary()?).args(args), None, RUN)
+    cmd::run(
+        Command::new(sluice_tests::sluice_binary()?).args(args),
+        None,
+        RUN,
+    )
 }
 
 fn sluice_ok(args: &[&str]) -> Result<String> {

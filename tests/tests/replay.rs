@@ -19,11 +19,10 @@
 
 use std::collections::BTreeMap;
 use std::io::Read;
-use std::path::PathBuf;
 use std::process::{Command, Stdio};
 use std::time::Duration;
 
-use anyhow::{bail, ensure, Context, Result};
+use anyhow::{ensure, Context, Result};
 use rdkafka::producer::{BaseRecord, Producer};
 use sluice_broker::client::records::partition_for_key;
 use sluice_broker::client::{
@@ -35,28 +34,10 @@ use sluice_tests::{kafka, now_ms, unique_topic, wait_for, BrokerProcess};
 
 const RUN: Duration = Duration::from_secs(120);
 
-/// The `sluice` binary next to the test executable's directory.
-fn sluice_binary() -> Result<PathBuf> {
-    let exe = std::env::current_exe().context("locating the test executable")?;
-    let mut dir = exe.parent();
-    for _ in 0..2 {
-        let Some(d) = dir else { break };
-        let candidate = d.join("sluice");
-        if candidate.is_file() {
-            return Ok(candidate);
-        }
-        dir = d.parent();
-    }
-    bail!(
-        "sluice binary not found near {}: build it first (`cargo build --release -p sluice-tui`; scripts/test.sh does)",
-        exe.display()
-    )
-}
-
 /// `sluice --bootstrap B replay ARGS...`, finished.
 fn replay(bootstrap: &str, args: &[&str]) -> Result<CmdOutput> {
     cmd::run(
-        Command::new(sluice_binary()?)
+        Command::new(sluice_tests::sluice_binary()?)
             .args(["--bootstrap", bootstrap, "replay"])
             .args(args),
         None,
@@ -334,7 +315,7 @@ struct Running {
 }
 
 fn spawn_replay(bootstrap: &str, args: &[&str]) -> Result<Running> {
-    let mut child = Command::new(sluice_binary()?)
+    let mut child = Command::new(sluice_tests::sluice_binary()?)
         .args(["--bootstrap", bootstrap, "replay"])
         .args(args)
         .stdin(Stdio::null())
