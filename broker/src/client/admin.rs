@@ -4,6 +4,9 @@
 use std::collections::BTreeMap;
 
 use kafka_protocol::error::ResponseError;
+use kafka_protocol::messages::alter_partition_reassignments_request::{
+    ReassignablePartition, ReassignableTopic,
+};
 use kafka_protocol::messages::create_partitions_request::CreatePartitionsTopic;
 use kafka_protocol::messages::create_topics_request::{CreatableTopic, CreatableTopicConfig};
 use kafka_protocol::messages::delete_topics_request::DeleteTopicState;
@@ -12,8 +15,9 @@ use kafka_protocol::messages::incremental_alter_configs_request::{
     AlterConfigsResource, AlterableConfig,
 };
 use kafka_protocol::messages::{
-    CreatePartitionsRequest, CreateTopicsRequest, DeleteTopicsRequest, DescribeConfigsRequest,
-    DescribeLogDirsRequest, IncrementalAlterConfigsRequest,
+    AlterPartitionReassignmentsRequest, BrokerId, CreatePartitionsRequest, CreateTopicsRequest,
+    DeleteTopicsRequest, DescribeConfigsRequest, DescribeLogDirsRequest,
+    IncrementalAlterConfigsRequest,
 };
 use kafka_protocol::protocol::StrBytes;
 
@@ -164,35 +168,97 @@ impl Client {
         &self,
         topic: &str,
     ) -> Result<Vec<ConfigEntry>, ClientError> {
+        let mut all = self
+            .describe_many_topic_configs(std::slice::from_ref(&topic.to_string()))
+            .await?;
+        all.remove(topic)
+            .ok_or_else(|| no_answer("DescribeConfigs", topic))?
+            .map_err(ClientError::Api)
+    }
+
+    /// The configs of several topics in one DescribeConfigs request; a
+    /// topic the broker refused maps to its error.
+    pub async fn describe_many_topic_configs(
+        &self,
+        topics: &[String],
+    ) -> Result<BTreeMap<String, Result<Vec<ConfigEntry>, ApiError>>, ClientError> {
         let resp = self
             .send(&Target::Any, |_| {
-                DescribeConfigsRequest::default().with_resources(vec![
-                    DescribeConfigsResource::default()
-                        .with_resource_type(RESOURCE_TOPIC)
-                        .with_resource_name(str(topic))
-                        .with_configuration_keys(None),
-                ])
+                DescribeConfigsRequest::default().with_resources(
+                    topics
+                        .iter()
+                        .map(|t| {
+                            DescribeConfigsResource::default()
+                                .with_resource_type(RESOURCE_TOPIC)
+                                .with_resource_name(str(t))
+                                .with_configuration_keys(None)
+                        })
+                        .collect(),
+                )
             })
             .await?;
-        let r = resp
-            .results
-            .into_iter()
-            .find(|r| r.resource_name.as_str() == topic)
-            .ok_or_else(|| no_answer("DescribeConfigs", topic))?;
-        ApiError::check(r.error_code, r.error_message.map(|m| m.to_string()))?;
-        let mut entries: Vec<ConfigEntry> = r
-            .configs
-            .into_iter()
-            .map(|c| ConfigEntry {
-                name: c.name.to_string(),
-                value: c.value.map(|v| v.to_string()),
-                source: config_source_name(c.config_source).to_string(),
-                read_only: c.read_only,
-                sensitive: c.is_sensitive,
+        let mut out = BTreeMap::new();
+        for r in resp.results {
+            let name = r.resource_name.to_string();
+            let entries = ApiError::check(r.error_code, r.error_message.map(|m| m.to_string()))
+                .map(|()| {
+                    let mut entries: Vec<ConfigEntry> = r
+                        .configs
+                        .into_iter()
+                        .map(|c| ConfigEntry {
+                            name: c.name.to_string(),
+                            value: c.value.map(|v| v.to_string()),
+                            source: config_source_name(c.config_source).to_string(),
+                            read_only: c.read_only,
+                            sensitive: c.is_sensitive,
+                        })
+                        .collect();
+                    entries.sort_by(|a, b| a.name.cmp(&b.name));
+                    entries
+                });
+            out.insert(name, entries);
+        }
+        Ok(out)
+    }
+
+    /// Moves partitions' replicas (AlterPartitionReassignments): each
+    /// `(partition, replicas)` of `topic` gets that replica list. One
+    /// outcome per partition.
+    pub async fn alter_partition_reassignments(
+        &self,
+        topic: &str,
+        assignments: &BTreeMap<i32, Vec<i32>>,
+    ) -> Result<Vec<(i32, Result<(), ApiError>)>, ClientError> {
+        let timeout = self.server_timeout_ms();
+        let resp = self
+            .send(&Target::Controller, |_| {
+                AlterPartitionReassignmentsRequest::default()
+                    .with_timeout_ms(timeout)
+                    .with_topics(vec![ReassignableTopic::default()
+                        .with_name(topic_name(topic))
+                        .with_partitions(
+                            assignments
+                                .iter()
+                                .map(|(p, replicas)| {
+                                    ReassignablePartition::default()
+                                        .with_partition_index(*p)
+                                        .with_replicas(Some(
+                                            replicas.iter().map(|b| BrokerId(*b)).collect(),
+                                        ))
+                                })
+                                .collect(),
+                        )])
             })
-            .collect();
-        entries.sort_by(|a, b| a.name.cmp(&b.name));
-        Ok(entries)
+            .await?;
+        ApiError::check(resp.error_code, resp.error_message.map(|m| m.to_string()))?;
+        let mut out = Vec::new();
+        for t in resp.responses {
+            for p in t.partitions {
+                let r = ApiError::check(p.error_code, p.error_message.map(|m| m.to_string()));
+                out.push((p.partition_index, r));
+            }
+        }
+        Ok(out)
     }
 
     /// Sets or deletes topic configs (IncrementalAlterConfigs).
