@@ -2,8 +2,9 @@
 # The CI test command (.ci/run runs exactly this).
 #
 # 1. Installs what the end-to-end suite needs on a fresh Debian bookworm machine
-#    (kcat and tmux from apt, kafka-python from PyPI); steps already satisfied
-#    are skipped.
+#    (kcat, tmux, kubectl, openssl and curl from apt, kafka-python from PyPI,
+#    a kube-apiserver built from Debian's sources for the operator suite);
+#    steps already satisfied are skipped.
 # 2. cargo fmt --check, clippy -D warnings, a release build of every binary.
 # 3. The whole suite in release mode with cargo-nextest (plain `cargo test`
 #    when nextest is not installed), then the doctests.
@@ -94,6 +95,26 @@ install_tmux() {
     apt_install tmux
 }
 
+install_k8s_tools() {
+    # The operator suite drives a real kube-apiserver with kubectl; the
+    # harness (tests/k8s/) needs openssl and curl.
+    local missing=()
+    command -v kubectl >/dev/null 2>&1 || missing+=(kubernetes-client)
+    command -v openssl >/dev/null 2>&1 || missing+=(openssl)
+    command -v curl >/dev/null 2>&1 || missing+=(curl)
+    if [ "${#missing[@]}" -eq 0 ]; then
+        echo "kubectl, openssl and curl already installed"
+        return 0
+    fi
+    apt_install "${missing[@]}"
+}
+
+build_kube_apiserver() {
+    # Kubernetes v1.20.2's API server and etcd from Debian's packages, built
+    # once (7-15 minutes) and cached in ~/.cache/sluice-kube.
+    ./tests/k8s/build-kube-apiserver.sh
+}
+
 kafka_python_ok() {
     python3 - "$KAFKA_PYTHON_VERSION" <<'EOF' 2>/dev/null
 import sys
@@ -145,6 +166,8 @@ rustc --version
 run_step "install kcat" install_kcat
 run_step "install tmux" install_tmux
 run_step "install kafka-python $KAFKA_PYTHON_VERSION" install_kafka_python
+run_step "install kubectl, openssl, curl" install_k8s_tools
+run_step "build kube-apiserver (cached)" build_kube_apiserver
 run_step "python syntax" check_python_syntax
 run_step "cargo fmt" cargo fmt --all --check
 # --release: shares the release profile's build-script outputs (librdkafka's C

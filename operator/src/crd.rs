@@ -134,7 +134,6 @@ pub struct Condition {
     /// `True`, `False` or `Unknown`.
     pub status: String,
     pub reason: String,
-    #[serde(default)]
     pub message: String,
     pub last_transition_time: String,
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -287,7 +286,7 @@ pub struct ReplaySpec {
     /// Records per second at most.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     #[schemars(range(min = 1))]
-    pub rate: Option<u64>,
+    pub rate: Option<i64>,
 }
 
 #[derive(Serialize, Deserialize, Clone, Debug, Default, PartialEq, Eq, JsonSchema)]
@@ -325,12 +324,13 @@ pub struct ReplayDestination {
     pub bootstrap: Option<String>,
     /// `same` (partition N to N, the default), `key` (by the key's hash, as
     /// Kafka's default partitioner) or `round-robin`.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub partitioning: Option<ReplayPartitioning>,
+    #[serde(default)]
+    pub partitioning: ReplayPartitioning,
 }
 
-#[derive(Serialize, Deserialize, Clone, Copy, Debug, PartialEq, Eq, JsonSchema)]
+#[derive(Serialize, Deserialize, Clone, Copy, Debug, Default, PartialEq, Eq, JsonSchema)]
 pub enum ReplayPartitioning {
+    #[default]
     #[serde(rename = "same")]
     Same,
     #[serde(rename = "key")]

@@ -187,9 +187,9 @@ pub fn check_replay(spec: &ReplaySpec) -> Result<replay::ReplaySpec, FieldError>
         start,
         end,
         partitioning: match spec.destination.partitioning {
-            None | Some(ReplayPartitioning::Same) => Partitioning::Same,
-            Some(ReplayPartitioning::Key) => Partitioning::Key,
-            Some(ReplayPartitioning::RoundRobin) => Partitioning::RoundRobin,
+            ReplayPartitioning::Same => Partitioning::Same,
+            ReplayPartitioning::Key => Partitioning::Key,
+            ReplayPartitioning::RoundRobin => Partitioning::RoundRobin,
         },
         resume: None,
         same_cluster,
@@ -310,7 +310,7 @@ mod tests {
             destination: ReplayDestination {
                 topic: "orders".into(),
                 bootstrap: None,
-                partitioning: Some(ReplayPartitioning::Key),
+                partitioning: ReplayPartitioning::Key,
             },
             rate: Some(100),
         };

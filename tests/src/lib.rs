@@ -21,6 +21,8 @@
 //! - [`cmd`]: running external clients (kcat, python3) with a deadline.
 //! - [`member`]: the child side of a consumer-group member process (rdkafka),
 //!   reporting rebalances, messages and commits as lines on stdout.
+//! - [`k8s`]: a real kube-apiserver + etcd on loopback (tests/k8s/) with
+//!   kubectl, and the `sluice-operator` process under test.
 //! - [`group`]: the parent side: [`group::Member`] processes (rdkafka or
 //!   kafka-python) that can be closed or killed, waits for a balanced
 //!   assignment, OffsetFetch / generation -1 commits, ListGroups and
@@ -32,6 +34,7 @@ pub mod chaos;
 pub mod cluster;
 pub mod cmd;
 pub mod group;
+pub mod k8s;
 pub mod kafka;
 pub mod member;
 pub mod raw;
