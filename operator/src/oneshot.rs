@@ -172,6 +172,12 @@ pub fn check_replay(spec: &ReplaySpec) -> Result<replay::ReplaySpec, FieldError>
             format!("{p} is not a partition number (0 or more)"),
         ));
     }
+    if let Some(rate) = spec.rate.filter(|r| *r < 1) {
+        return Err((
+            "spec.rate".into(),
+            format!("{rate} records per second would copy nothing: set 1 or more, or leave it out"),
+        ));
+    }
     let same_cluster = spec.destination.bootstrap.is_none();
     if same_cluster && spec.source.topic == spec.destination.topic {
         return Err((
