@@ -43,12 +43,11 @@ pub async fn bind_controller(config: &BrokerConfig) -> std::io::Result<Option<Tc
     }
 }
 
-/// Opens the broker on `config.data_dir` and serves `listener` until
-/// `shutdown` completes.
 /// Raises the soft limit on open files to the hard limit: each segment
-/// keeps three files open (its log and two indexes), so a few thousand
-/// partitions exceed the usual soft limit of 1024 long before the hard one.
-/// Logs the limit either way.
+/// keeps one file open (its `.log`; the indexes are mapped, not open) and
+/// each client connection one socket, so a thousand partitions exceed the
+/// usual soft limit of 1024 long before the hard one. Logs the limit either
+/// way.
 #[allow(unsafe_code)]
 fn raise_open_files_limit() {
     let mut lim = libc::rlimit {
@@ -71,11 +70,14 @@ fn raise_open_files_limit() {
     }
     tracing::info!(
         limit = lim.rlim_cur,
-        partitions = lim.rlim_cur / 3,
-        "open files limit (each segment keeps 3 files open)"
+        "open files limit: segments plus client connections must stay below it \
+         (each segment keeps 1 file open, its .log, as its indexes are mapped \
+         without a descriptor; each connection is 1 socket)"
     );
 }
 
+/// Opens the broker on `config.data_dir` and serves `listener` until
+/// `shutdown` completes.
 pub async fn run(
     config: BrokerConfig,
     listener: TcpListener,

@@ -6,16 +6,20 @@
 use std::fs::{File, OpenOptions};
 use std::io;
 use std::path::{Path, PathBuf};
-use std::sync::Arc;
 
 use memmap2::MmapMut;
 
 /// A file of fixed-size entries, memory-mapped and preallocated so appends are
 /// plain memory writes. The first `entries` entries are live; the rest of the
 /// mapping is zeros.
+///
+/// No file descriptor is kept: the file is opened, mapped and closed (the
+/// mapping holds its own reference to the file), and reopened by path only
+/// to change its size. A broker with thousands of partitions then needs one
+/// descriptor per segment (its `.log`), not three. The mapping's `msync`
+/// makes the file durable (see [`IndexFile::flush`]).
 pub(crate) struct IndexFile {
     path: PathBuf,
-    file: Arc<File>,
     mmap: Option<MmapMut>,
     entry_size: usize,
     entries: usize,
@@ -28,6 +32,11 @@ fn map_mut(file: &File) -> io::Result<MmapMut> {
     // only this process writes (documented in docs/log-format.md), and
     // `IndexFile` drops the mapping before every `set_len` it makes.
     unsafe { MmapMut::map_mut(file) }
+}
+
+/// Opens an index file for reading and writing (to map it or change its size).
+fn open_rw(path: &Path) -> io::Result<File> {
+    OpenOptions::new().read(true).write(true).open(path)
 }
 
 fn round_down(bytes: u64, entry_size: usize) -> u64 {
@@ -47,12 +56,11 @@ impl IndexFile {
         file.set_len(round_down(capacity_bytes, entry_size))?;
         let mut index = IndexFile {
             path: path.to_path_buf(),
-            file: Arc::new(file),
             mmap: None,
             entry_size,
             entries: 0,
         };
-        index.map()?;
+        index.map(&file)?;
         Ok(index)
     }
 
@@ -60,29 +68,33 @@ impl IndexFile {
     /// of the stored entries are valid and calls [`IndexFile::set_entries`].
     /// `None` if the file size is not a whole number of entries.
     pub(crate) fn open(path: &Path, entry_size: usize) -> io::Result<Option<Self>> {
-        let file = OpenOptions::new().read(true).write(true).open(path)?;
+        let file = open_rw(path)?;
         if file.metadata()?.len() % entry_size as u64 != 0 {
             return Ok(None);
         }
         let mut index = IndexFile {
             path: path.to_path_buf(),
-            file: Arc::new(file),
             mmap: None,
             entry_size,
             entries: 0,
         };
-        index.map()?;
+        index.map(&file)?;
         Ok(Some(index))
     }
 
-    fn map(&mut self) -> io::Result<()> {
+    /// Maps `file` (this index's file, freshly opened) whole; an empty file
+    /// has no mapping. The live entries are capped to what the mapping holds,
+    /// also when mapping fails, so they never point past it.
+    fn map(&mut self, file: &File) -> io::Result<()> {
         self.mmap = None;
-        let len = self.file.metadata()?.len();
-        if len > 0 {
-            self.mmap = Some(map_mut(&self.file)?);
-        }
+        let mapped = file.metadata().and_then(|m| {
+            if m.len() > 0 {
+                self.mmap = Some(map_mut(file)?);
+            }
+            Ok(())
+        });
         self.entries = self.entries.min(self.capacity());
-        Ok(())
+        mapped
     }
 
     fn bytes(&self) -> &[u8] {
@@ -91,10 +103,6 @@ impl IndexFile {
 
     pub(crate) fn path(&self) -> &Path {
         &self.path
-    }
-
-    pub(crate) fn file(&self) -> &Arc<File> {
-        &self.file
     }
 
     /// Entries the mapped file can hold.
@@ -155,12 +163,15 @@ impl IndexFile {
         if bytes == self.bytes().len() as u64 {
             return Ok(());
         }
+        // Opened before the mapping goes, so that a failure leaves the index
+        // as it was.
+        let file = open_rw(&self.path)?;
         if let Some(m) = &self.mmap {
             m.flush()?;
         }
         self.mmap = None;
-        let resized = self.file.set_len(bytes);
-        let mapped = self.map();
+        let resized = file.set_len(bytes);
+        let mapped = self.map(&file);
         resized?;
         mapped
     }
@@ -172,19 +183,24 @@ impl IndexFile {
 
     /// Drops every entry and preallocates `capacity_bytes` of zeros.
     pub(crate) fn reset(&mut self, capacity_bytes: u64) -> io::Result<()> {
+        let file = open_rw(&self.path)?;
         self.mmap = None;
         self.entries = 0;
-        self.file.set_len(0)?;
-        self.file
-            .set_len(round_down(capacity_bytes, self.entry_size))?;
-        self.map()
+        file.set_len(0)?;
+        file.set_len(round_down(capacity_bytes, self.entry_size))?;
+        self.map(&file)
     }
 
-    /// Writes dirty pages back (msync); the file's fsync makes them durable.
+    /// Makes the file durable, entries and size. With a mapping, that is
+    /// `msync(MS_SYNC)`, which on Linux writes the dirty pages back and then
+    /// fdatasyncs the mapped file (`vfs_fsync_range`), so its size is durable
+    /// too. A file without a mapping is empty (an index trimmed with no
+    /// entries); it is reopened and fdatasynced so that the shrink is durable
+    /// and a crash cannot bring back entries that were dropped.
     pub(crate) fn flush(&self) -> io::Result<()> {
         match &self.mmap {
             Some(m) => m.flush(),
-            None => Ok(()),
+            None => File::open(&self.path)?.sync_data(),
         }
     }
 }
@@ -375,6 +391,38 @@ mod tests {
         drop(idx);
         let idx = OffsetIndex::load(&path, 10, 300, 40).unwrap().unwrap();
         assert_eq!(idx.len(), 2);
+    }
+
+    #[test]
+    fn an_index_trimmed_to_nothing_is_unmapped_and_still_flushes_and_grows() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("0.index");
+        let mut idx = OffsetIndex::create(&path, 0, 80).unwrap();
+        idx.file_mut().trim().unwrap();
+        assert_eq!(std::fs::metadata(&path).unwrap().len(), 0);
+        assert_eq!(idx.file().capacity(), 0);
+        // No mapping: the file is reopened to make the shrink durable.
+        idx.file().flush().unwrap();
+        idx.file_mut().resize(80).unwrap();
+        assert!(idx.append(5, 50));
+        idx.file().flush().unwrap();
+        drop(idx);
+        let idx = OffsetIndex::load(&path, 0, 100, 10).unwrap().unwrap();
+        assert_eq!(idx.last_entry(), Some((5, 50)));
+    }
+
+    #[test]
+    fn a_failed_resize_leaves_the_index_as_it_was() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("0.index");
+        let mut idx = OffsetIndex::create(&path, 0, 80).unwrap();
+        assert!(idx.append(5, 50));
+        std::fs::remove_file(&path).unwrap();
+        let err = idx.file_mut().trim().unwrap_err();
+        assert_eq!(err.kind(), io::ErrorKind::NotFound);
+        assert_eq!(idx.file().capacity(), 10);
+        assert_eq!(idx.lookup(7), Some((5, 50)));
+        assert!(idx.append(6, 60));
     }
 
     #[test]

@@ -144,7 +144,11 @@ pub struct AppendInfo {
 /// the lock and synced without it. See [`Log::sync_target`].
 #[derive(Debug, Clone)]
 pub struct SyncTarget {
+    /// Segment logs, whose descriptors the segments keep open.
     files: Vec<Arc<File>>,
+    /// Index files, which segments keep mapped but not open: reopened by path
+    /// to be synced.
+    paths: Vec<PathBuf>,
     end_offset: i64,
 }
 
@@ -156,14 +160,17 @@ impl SyncTarget {
 
     /// True when there is nothing to sync.
     pub fn is_empty(&self) -> bool {
-        self.files.is_empty()
+        self.files.is_empty() && self.paths.is_empty()
     }
 
-    /// fdatasync of every file (the segments' logs and their memory-mapped
-    /// indexes, whose dirty pages the fsync writes back).
+    /// fdatasync of every file: the segments' logs, then their index files
+    /// (the fsync writes back the indexes' dirty mapped pages too).
     pub fn sync(&self) -> io::Result<()> {
         for f in &self.files {
             f.sync_data()?;
+        }
+        for p in &self.paths {
+            segment::sync_path(p)?;
         }
         Ok(())
     }
@@ -894,26 +901,28 @@ impl Log {
             .count()
     }
 
-    /// Group commit, step 1 (under the lock): handles to every file written
-    /// since the last flush and the log end offset they cover. Step 2, without
+    /// Group commit, step 1 (under the lock): every file written since the
+    /// last flush (open logs, index files by path) and the log end offset
+    /// they cover. Step 2, without
     /// the lock: [`SyncTarget::sync`]. Step 3, under the lock again:
     /// [`Log::mark_flushed`] on success or [`Log::poison`] on failure.
     pub fn sync_target(&self) -> SyncTarget {
         let mut files = Vec::new();
+        let mut paths = Vec::new();
         if self.next_offset > self.recovery_point {
             let active = self.segments.len().saturating_sub(1);
             for (i, seg) in self.segments.iter().enumerate() {
                 if seg.next_offset() <= self.recovery_point {
                     continue;
                 }
+                files.push(seg.log_file());
                 if i == active {
                     // Recovery always rescans the active segment and rebuilds
                     // its indexes, so acknowledging a write needs only its log
                     // (the small `.txnindex` is synced along anyway).
-                    files.push(seg.log_file());
-                    files.extend(seg.txn_index_file());
+                    paths.extend(seg.txn_index_path());
                 } else {
-                    files.extend(seg.sync_files());
+                    paths.extend(seg.index_paths());
                 }
             }
         }
@@ -921,6 +930,7 @@ impl Log {
             .store(self.generation, Ordering::Relaxed);
         SyncTarget {
             files,
+            paths,
             end_offset: self.next_offset,
         }
     }

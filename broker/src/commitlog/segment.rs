@@ -625,42 +625,39 @@ impl Segment {
         self.time_index.file_mut().trim()
     }
 
-    /// Handles to fsync for this segment's data and indexes to be durable.
+    /// The log file, to fdatasync without the partition lock.
     pub(crate) fn log_file(&self) -> Arc<File> {
         Arc::clone(&self.log)
     }
 
-    pub(crate) fn sync_files(&self) -> Vec<Arc<File>> {
-        let mut files = vec![
-            Arc::clone(&self.log),
-            Arc::clone(self.index.file().file()),
-            Arc::clone(self.time_index.file().file()),
+    /// Paths of the index files to sync along with the log for the whole
+    /// segment to be durable: both indexes and the `.txnindex` if it exists.
+    /// The segment keeps no descriptor for them, so a flusher that does not
+    /// hold the partition lock reopens them (see [`sync_path`]).
+    pub(crate) fn index_paths(&self) -> Vec<PathBuf> {
+        let mut paths = vec![
+            self.index.file().path().to_path_buf(),
+            self.time_index.file().path().to_path_buf(),
         ];
-        files.extend(self.txn_index.file());
-        files
+        paths.extend(self.txn_index_path());
+        paths
     }
 
     /// The aborted-transaction index file, if the segment has one.
-    pub(crate) fn txn_index_file(&self) -> Option<Arc<File>> {
-        self.txn_index.file()
+    pub(crate) fn txn_index_path(&self) -> Option<PathBuf> {
+        self.txn_index.existing_path().map(Path::to_path_buf)
     }
 
-    /// msync + fsync of the log and all indexes.
+    /// fdatasync of the log, msync of both indexes, fsync of the `.txnindex`.
     pub(crate) fn sync(&self) -> io::Result<()> {
-        self.index.file().flush()?;
-        self.time_index.file().flush()?;
-        for f in self.sync_files() {
-            f.sync_data()?;
-        }
-        Ok(())
+        self.log.sync_data()?;
+        self.sync_indexes()
     }
 
     /// Just the indexes (after a trim of an already flushed segment).
     pub(crate) fn sync_indexes(&self) -> io::Result<()> {
         self.index.file().flush()?;
         self.time_index.file().flush()?;
-        self.index.file().file().sync_data()?;
-        self.time_index.file().file().sync_data()?;
         self.txn_index.sync()
     }
 
@@ -775,6 +772,23 @@ pub(crate) fn delete_file(path: &Path) {
         if e.kind() != io::ErrorKind::NotFound {
             tracing::warn!(path = %target.display(), error = %e, "could not delete segment file; it will be removed on the next open");
         }
+    }
+}
+
+/// fdatasync of the file at `path`, reopened for it: how index files, which
+/// segments keep no descriptor for, are synced without the partition lock.
+/// Linux writes back every dirty page of the file, mapped ones included,
+/// whichever descriptor the fsync comes through, and reports a writeback
+/// error that no one has seen yet to a descriptor opened after it (since
+/// Linux 4.16). A missing file belonged to a segment deleted since the path
+/// was taken (retention, truncation, a deleted partition): there is nothing
+/// left to make durable, and a truncation also voids the flush (see
+/// `Log::mark_flushed`).
+pub(crate) fn sync_path(path: &Path) -> io::Result<()> {
+    match File::open(path) {
+        Ok(f) => f.sync_data(),
+        Err(e) if e.kind() == io::ErrorKind::NotFound => Ok(()),
+        Err(e) => Err(e),
     }
 }
 

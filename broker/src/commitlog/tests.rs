@@ -1666,6 +1666,65 @@ fn aborted_transactions_are_found_across_segment_rolls() {
     }
 }
 
+/// The files under `dir` this process has a descriptor for.
+fn open_files_under(dir: &Path) -> Vec<PathBuf> {
+    let dir = dir.canonicalize().unwrap();
+    let mut open: Vec<PathBuf> = fs::read_dir("/proc/self/fd")
+        .unwrap()
+        .filter_map(|e| fs::read_link(e.ok()?.path()).ok())
+        .filter(|p| p.starts_with(&dir))
+        .collect();
+    open.sort();
+    open
+}
+
+/// The files of `dir` with extension `ext`, sorted.
+fn files_with_ext(dir: &Path, ext: &str) -> Vec<PathBuf> {
+    let dir = dir.canonicalize().unwrap();
+    let mut files: Vec<PathBuf> = fs::read_dir(&dir)
+        .unwrap()
+        .map(|e| e.unwrap().path())
+        .filter(|p| p.extension().is_some_and(|e| e == ext))
+        .collect();
+    files.sort();
+    files
+}
+
+#[test]
+fn a_segment_keeps_only_its_log_file_open() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut log = log_with_aborts_across_segments(dir.path());
+    let check = |log: &Log| {
+        let logs = files_with_ext(dir.path(), "log");
+        assert_eq!(logs.len(), log.segment_count());
+        assert_eq!(open_files_under(dir.path()), logs);
+        // The indexes are still mapped.
+        let maps = fs::read_to_string("/proc/self/maps").unwrap();
+        let active = files_with_ext(dir.path(), "index").pop().unwrap();
+        assert!(maps.contains(active.to_str().unwrap()), "{maps}");
+    };
+    assert_eq!(files_with_ext(dir.path(), "txnindex").len(), 3);
+    check(&log);
+    // A flush syncs the index files without keeping them open.
+    log.append(&batch(1, 100, 10), EPOCH, 0).unwrap();
+    log.flush().unwrap();
+    check(&log);
+    // Truncation resizes the indexes of the segment that becomes active again
+    // and truncates a `.txnindex`.
+    log.truncate_to(6).unwrap();
+    assert_eq!(log.log_end_offset(), 6);
+    check(&log);
+    assert_eq!(
+        log.aborted_transactions(0, i64::MAX).unwrap(),
+        vec![aborted(1, 0, 4, 2)]
+    );
+    log.close().unwrap();
+    assert_eq!(open_files_under(dir.path()), Vec::<PathBuf>::new());
+    let log = Log::open(dir.path(), one_batch_per_segment()).unwrap();
+    check(&log);
+    assert!(!log.read(4, usize::MAX, i64::MAX).unwrap().is_empty());
+}
+
 #[test]
 fn the_txn_index_survives_close_and_reopen() {
     let dir = tempfile::tempdir().unwrap();

@@ -12,13 +12,14 @@
 //!
 //! A read_committed fetch gets the entries overlapping what it reads, so the
 //! consumer can drop the aborted records. The file is created at the first
-//! entry; a segment without aborts has none.
+//! entry; a segment without aborts has none. No descriptor is kept: the file
+//! is opened for each append, read, truncation and sync, so a segment holds
+//! one descriptor, its `.log`'s.
 
 use std::fs::{self, File, OpenOptions};
 use std::io;
 use std::os::unix::fs::FileExt;
 use std::path::{Path, PathBuf};
-use std::sync::Arc;
 
 use super::recovery::sync_dir;
 use super::segment::read_full_at;
@@ -70,8 +71,8 @@ impl AbortedTxn {
 /// The `.txnindex` of one segment.
 pub(crate) struct TxnIndex {
     path: PathBuf,
-    /// `None` until the file exists.
-    file: Option<Arc<File>>,
+    /// False until the file exists.
+    exists: bool,
     /// Bytes of whole entries in the file.
     len: u64,
     /// `last_offset` of the last entry.
@@ -88,7 +89,7 @@ impl TxnIndex {
         }
         Ok(TxnIndex {
             path: path.to_path_buf(),
-            file: None,
+            exists: false,
             len: 0,
             last_offset: None,
         })
@@ -116,11 +117,11 @@ impl TxnIndex {
         }
         let mut index = TxnIndex {
             path: path.to_path_buf(),
-            file: Some(Arc::new(file)),
+            exists: true,
             len,
             last_offset: None,
         };
-        index.last_offset = index.entries()?.last().map(|t| t.last_offset);
+        index.last_offset = index.read_entries(&file)?.last().map(|t| t.last_offset);
         Ok(index)
     }
 
@@ -128,9 +129,14 @@ impl TxnIndex {
         &self.path
     }
 
-    /// The open file, if there is one (to fsync it).
-    pub(crate) fn file(&self) -> Option<Arc<File>> {
-        self.file.clone()
+    /// The file's path if it exists (to fsync it).
+    pub(crate) fn existing_path(&self) -> Option<&Path> {
+        self.exists.then_some(self.path.as_path())
+    }
+
+    /// The existing file, to write or truncate it.
+    fn open_file(&self) -> io::Result<File> {
+        OpenOptions::new().read(true).write(true).open(&self.path)
     }
 
     /// Appends `txn`, creating the file at the first entry. An entry whose
@@ -145,9 +151,10 @@ impl TxnIndex {
             );
             return Ok(());
         }
-        let file = match &self.file {
-            Some(f) => Arc::clone(f),
-            None => self.create_file()?,
+        let file = if self.exists {
+            self.open_file()?
+        } else {
+            self.create_file()?
         };
         file.write_all_at(&txn.encode(), self.len)?;
         self.len += ENTRY_LEN as u64;
@@ -157,7 +164,7 @@ impl TxnIndex {
 
     /// Creates the file; the directory is synced so that the file is there
     /// whenever its content is (the segment's flushes sync only files).
-    fn create_file(&mut self) -> io::Result<Arc<File>> {
+    fn create_file(&mut self) -> io::Result<File> {
         let file = OpenOptions::new()
             .read(true)
             .write(true)
@@ -167,17 +174,21 @@ impl TxnIndex {
         if let Some(dir) = self.path.parent() {
             sync_dir(dir)?;
         }
-        let file = Arc::new(file);
-        self.file = Some(Arc::clone(&file));
+        self.exists = true;
         self.len = 0;
         Ok(file)
     }
 
     /// Every entry, in file order.
     pub(crate) fn entries(&self) -> io::Result<Vec<AbortedTxn>> {
-        let Some(file) = &self.file else {
+        if !self.exists {
             return Ok(Vec::new());
-        };
+        }
+        self.read_entries(&File::open(&self.path)?)
+    }
+
+    /// The entries of `file`, this index's file opened.
+    fn read_entries(&self, file: &File) -> io::Result<Vec<AbortedTxn>> {
         let mut buf = vec![0u8; self.len as usize];
         let got = read_full_at(file, &mut buf, 0)?;
         buf.truncate(got - got % ENTRY_LEN);
@@ -228,20 +239,22 @@ impl TxnIndex {
             .iter()
             .take_while(|t| t.last_offset < offset)
             .count();
-        if let Some(file) = &self.file {
+        if self.exists {
             self.len = (keep * ENTRY_LEN) as u64;
-            file.set_len(self.len)?;
+            self.open_file()?.set_len(self.len)?;
         }
         self.last_offset = keep.checked_sub(1).map(|i| entries[i].last_offset);
         Ok(())
     }
 
-    /// fsync of the file, if there is one.
+    /// fdatasync of the file, if there is one, through a descriptor opened
+    /// for it: Linux syncs every write to the file, whichever descriptor made
+    /// it (see [`super::segment::sync_path`]).
     pub(crate) fn sync(&self) -> io::Result<()> {
-        match &self.file {
-            Some(f) => f.sync_data(),
-            None => Ok(()),
+        if self.exists {
+            File::open(&self.path)?.sync_data()?;
         }
+        Ok(())
     }
 }
 
