@@ -22,13 +22,18 @@ B=$DIR/build
 rm -rf "$B"
 mkdir -p "$B/apt/lists/partial" "$B/apt/cache/archives/partial" "$B/apt/sources.d" "$B/debs" "$B/root" "$B/src" "$B/gopath/src/k8s.io" "$B/bin"
 
-# deb-src lines for the machine's own Debian mirrors, in a private apt setup.
+# The machine's own Debian mirrors, binary and source, in a private apt
+# setup (its own package lists, so a fresh machine whose lists were never
+# downloaded works too).
 for f in /etc/apt/sources.list.d/*.sources; do
   [ -f "$f" ] || continue
-  sed 's/^Types: deb$/Types: deb-src/' "$f" > "$B/apt/sources.d/$(basename "$f")"
+  sed 's/^Types: deb$/Types: deb deb-src/' "$f" > "$B/apt/sources.d/$(basename "$f")"
 done
 : > "$B/apt/sources.list"
-[ -f /etc/apt/sources.list ] && sed -n 's/^deb /deb-src /p' /etc/apt/sources.list >> "$B/apt/sources.list"
+if [ -f /etc/apt/sources.list ]; then
+  grep '^deb ' /etc/apt/sources.list >> "$B/apt/sources.list" || true
+  sed -n 's/^deb /deb-src /p' /etc/apt/sources.list >> "$B/apt/sources.list"
+fi
 apt_private() {
   apt-get -o "Dir::Etc::SourceList=$B/apt/sources.list" -o "Dir::Etc::SourceParts=$B/apt/sources.d" \
           -o "Dir::State::Lists=$B/apt/lists" -o "Dir::Cache=$B/apt/cache" "$@"
@@ -36,7 +41,7 @@ apt_private() {
 apt_private update -qq
 cd "$B/debs"
 apt_private source --download-only "kubernetes=$KUBE_DEB_VERSION"
-apt-get download golang-1.19-go golang-1.19-src etcd-server rsync libpopt0 golang-github-modern-go-reflect2-dev
+apt_private download golang-1.19-go golang-1.19-src etcd-server rsync libpopt0 golang-github-modern-go-reflect2-dev
 for deb in ./*.deb; do dpkg -x "$deb" "$B/root"; done
 cp "$B/root/usr/bin/etcd" "$DIR/bin/etcd"
 tar xzf kubernetes_*.orig.tar.gz -C "$B/src" --strip-components=1
