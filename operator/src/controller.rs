@@ -194,6 +194,12 @@ async fn reconcile_topic(topic: Arc<Topic>, ctx: Arc<Ctx>) -> Result<Action, Err
     let started = Instant::now();
     let ns = topic.namespace().unwrap_or_else(|| "default".to_string());
     let api: Api<Topic> = Api::namespaced(ctx.kube.clone(), &ns);
+    // Conflicts are judged from the cache: wait until it holds every Topic
+    // (the first list), or a newer claim could win at start-up.
+    ctx.topics
+        .wait_until_ready()
+        .await
+        .map_err(|e| Error::Other(format!("topic cache: {e}")))?;
     let result = finalizer(&api, FINALIZER, topic, |event| async {
         match event {
             Finalizer::Apply(t) => apply_topic(&api, &t, &ctx).await,
