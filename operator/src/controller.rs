@@ -506,6 +506,19 @@ fn error_policy<K>(kind: &'static str) -> impl Fn(Arc<K>, &Error, Arc<Ctx>) -> A
     }
 }
 
+/// What a controller stream yields, logged (the error policy has already
+/// counted and requeued failures).
+fn log_outcome<T, E: std::fmt::Display>(
+    kind: &'static str,
+) -> impl FnMut(Result<T, E>) -> std::future::Ready<()> {
+    move |r| {
+        if let Err(e) = r {
+            tracing::debug!("{kind} controller: {e}");
+        }
+        std::future::ready(())
+    }
+}
+
 // ----- OffsetReset -----
 
 async fn reconcile_reset(r: Arc<OffsetReset>, ctx: Arc<Ctx>) -> Result<Action, Error> {
@@ -815,50 +828,28 @@ pub async fn run(
         replays: Mutex::new(HashMap::new()),
         stop: stop.clone(),
     });
-    let shutdown = {
-        let stop = stop.clone();
-        async move { stop.cancelled().await }
-    };
-    let shutdown2 = {
-        let stop = stop.clone();
-        async move { stop.cancelled().await }
-    };
-    let shutdown3 = {
-        let stop = stop.clone();
-        async move { stop.cancelled().await }
-    };
+    // Each controller stops taking work when `stop` is cancelled.
+    let on_stop = || stop.clone().cancelled_owned();
     let topics = topic_controller
-        .graceful_shutdown_on(shutdown)
+        .graceful_shutdown_on(on_stop())
         .run(reconcile_topic, error_policy::<Topic>("Topic"), ctx.clone())
-        .for_each(|r| async move {
-            if let Err(e) = r {
-                tracing::debug!("topic controller: {e}");
-            }
-        });
+        .for_each(log_outcome("Topic"));
     let resets = Controller::new(resets_api, watcher::Config::default())
-        .graceful_shutdown_on(shutdown2)
+        .graceful_shutdown_on(on_stop())
         .run(
             reconcile_reset,
             error_policy::<OffsetReset>("OffsetReset"),
             ctx.clone(),
         )
-        .for_each(|r| async move {
-            if let Err(e) = r {
-                tracing::debug!("offset reset controller: {e}");
-            }
-        });
+        .for_each(log_outcome("OffsetReset"));
     let replays = Controller::new(replays_api, watcher::Config::default())
-        .graceful_shutdown_on(shutdown3)
+        .graceful_shutdown_on(on_stop())
         .run(
             reconcile_replay,
             error_policy::<Replay>("Replay"),
             ctx.clone(),
         )
-        .for_each(|r| async move {
-            if let Err(e) = r {
-                tracing::debug!("replay controller: {e}");
-            }
-        });
+        .for_each(log_outcome("Replay"));
     tracing::info!("sluice-operator: controllers running");
     tokio::join!(topics, resets, replays);
     // Let running replays finish their write in flight and record where

@@ -106,8 +106,8 @@ pub struct TopicStatus {
     /// defaults), as the cluster reports them.
     #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
     pub config: BTreeMap<String, String>,
-    /// Config keys changed outside the operator and put back at the last
-    /// reconcile.
+    /// The last 10 config values found changed outside the operator and
+    /// put back.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub drift: Vec<DriftEntry>,
 }
