@@ -138,6 +138,66 @@ fn end_offsets(
     Ok(ends)
 }
 
+/// How long a committed transaction's markers may take to reach every
+/// partition (the coordinator writes them after answering EndTxn, retrying
+/// through leader changes).
+const MARKERS_DEADLINE: Duration = Duration::from_secs(60);
+
+/// read_committed reading of `topic` once no transaction is open in it.
+///
+/// commit_transaction returns once the coordinator has made the decision
+/// durable; the markers that make the records visible follow, as in Kafka.
+/// Until they land, the last stable offset of a partition stays below its
+/// high watermark and a reader stops there. Callers that expect every
+/// transaction to be finished wait for the two to meet first, so a slow
+/// marker is not mistaken for a lost record (a marker that never lands
+/// fails here, naming the partitions).
+fn read_committed_settled(bootstrap: &str, topic: &str, partitions: i32) -> Result<Vec<Rec>> {
+    wait_no_open_transactions(bootstrap, topic, partitions, MARKERS_DEADLINE)?;
+    read_to_end(bootstrap, topic, partitions, Isolation::ReadCommitted)
+}
+
+/// Waits up to `deadline` until the last stable offset of every partition
+/// of `topic` equals its high watermark (see [`read_committed_settled`]).
+fn wait_no_open_transactions(
+    bootstrap: &str,
+    topic: &str,
+    partitions: i32,
+    deadline: Duration,
+) -> Result<()> {
+    type Ends = BTreeMap<i32, i64>;
+    let mut last: Option<(Ends, Ends)> = None;
+    let mut waited = None;
+    let started = Instant::now();
+    let settled = wait_until(
+        deadline,
+        "the last stable offsets to reach the high watermarks",
+        || {
+            if let Some(l) = &last {
+                waited.get_or_insert_with(|| l.clone());
+            }
+            let lso = end_offsets(bootstrap, topic, partitions, Isolation::ReadCommitted);
+            let hw = end_offsets(bootstrap, topic, partitions, Isolation::ReadUncommitted);
+            match (lso, hw) {
+                (Ok(lso), Ok(hw)) => {
+                    let ok = lso == hw;
+                    last = Some((lso, hw));
+                    ok
+                }
+                _ => false,
+            }
+        },
+    );
+    settled.with_context(|| format!("last (LSO, high watermark) of {topic}: {last:?}"))?;
+    if let Some((lso, hw)) = waited {
+        println!(
+            "  {topic}: a transaction was still open (LSO {lso:?}, high watermark {hw:?}); no transaction open {} later",
+            secs(started.elapsed())
+        );
+    }
+    Ok(())
+}
+
 /// Every record of `topic` an rdkafka consumer with `isolation` returns
 /// from the beginning until it reports the end of every partition, in
 /// partition and offset order.
@@ -1063,12 +1123,7 @@ fn consume_transform_produce_is_exactly_once_across_processor_kills() -> Result<
     cluster.check_no_crash()?;
 
     // Committed output: every input's result exactly once, in the input's partition.
-    let rc = read_to_end(
-        &cluster.bootstrap(),
-        &output,
-        PARTITIONS,
-        Isolation::ReadCommitted,
-    )?;
+    let rc = read_committed_settled(&cluster.bootstrap(), &output, PARTITIONS)?;
     let mut seen: BTreeMap<usize, Vec<(i32, i64)>> = BTreeMap::new();
     let mut unknown = Vec::new();
     for r in &rc {
@@ -1276,6 +1331,7 @@ fn kafka_python_read_committed_agrees_with_librdkafka() -> Result<()> {
     txn.must_commit()?;
     visible.extend(open.into_iter().map(|(_, v)| v));
     visible.extend(after_open.into_iter().map(|(_, v)| v));
+    wait_no_open_transactions(&bootstrap, &topic, MIX_PARTITIONS, MARKERS_DEADLINE)?;
     let (py_ends, py) = python_read(&bootstrap, &topic, MIX_PARTITIONS, Isolation::ReadCommitted)?;
     let rd = read_to_end(&bootstrap, &topic, MIX_PARTITIONS, Isolation::ReadCommitted)?;
     let hw = end_offsets(
@@ -1507,24 +1563,7 @@ fn hung_transaction_is_aborted_after_its_timeout() -> Result<()> {
     );
 
     // The coordinator aborts it once it times out.
-    let mut last = (lso, hw);
-    let released = wait_until(
-        ABORT_DEADLINE,
-        "the last stable offset to reach the high watermark",
-        || {
-            let lso = end_offsets(&bootstrap, &topic, 1, Isolation::ReadCommitted);
-            let hw = end_offsets(&bootstrap, &topic, 1, Isolation::ReadUncommitted);
-            match (lso, hw) {
-                (Ok(lso), Ok(hw)) => {
-                    let ok = lso == hw;
-                    last = (lso, hw);
-                    ok
-                }
-                _ => false,
-            }
-        },
-    );
-    released.with_context(|| format!("last (LSO, high watermark): {last:?}"))?;
+    wait_no_open_transactions(&bootstrap, &topic, 1, ABORT_DEADLINE)?;
     println!(
         "LSO released {} after the transaction began (timeout {HUNG_TIMEOUT_MS} ms, cleanup every {CLEANUP_INTERVAL_MS} ms)",
         secs(begun.elapsed())
@@ -1567,7 +1606,7 @@ fn hung_transaction_is_aborted_after_its_timeout() -> Result<()> {
             .chain(&plain_later)
             .map(|(_, v)| v.clone()),
     );
-    let rc = read_to_end(&bootstrap, &topic, 1, Isolation::ReadCommitted)?;
+    let rc = read_committed_settled(&bootstrap, &topic, 1)?;
     ensure!(
         values(&rc) == want,
         "read_committed after later writes: {}",
@@ -1647,7 +1686,7 @@ fn transactional_offsets_become_visible_only_on_commit() -> Result<()> {
             isolation.as_str()
         );
     }
-    let rc = read_to_end(&bootstrap, &output, 1, Isolation::ReadCommitted)?;
+    let rc = read_committed_settled(&bootstrap, &output, 1)?;
     ensure!(
         values(&rc) == vec!["committed".to_string()],
         "the output read_committed holds {:?}, want only the committed record",
@@ -1948,12 +1987,7 @@ fn transactions_survive_coordinator_kills_exactly_once() -> Result<()> {
     cluster.check_no_crash()?;
 
     // Every logical transaction exactly once, nothing else.
-    let rc = read_to_end(
-        &cluster.bootstrap(),
-        &topic,
-        PARTITIONS,
-        Isolation::ReadCommitted,
-    )?;
+    let rc = read_committed_settled(&cluster.bootstrap(), &topic, PARTITIONS)?;
     let want: Vec<String> = sorted((0..i).flat_map(|t| txn_values(t).into_iter().map(|(_, v)| v)));
     for note in &w.notes {
         println!("  {note}");
