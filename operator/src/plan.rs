@@ -541,8 +541,15 @@ pub fn reassign(t: &ObservedTopic, target: i32, brokers: &[i32]) -> BTreeMap<i32
         // so equal loads spread round the ring instead of piling on one.
         let first = pos(replicas.first().copied().unwrap_or(p.leader));
         let distance = |b: i32| (pos(b) + ring.len() - first) % ring.len().max(1);
+        // Fewer replicas: drop the follower on the busiest broker (the
+        // later one in the list on a tie), never the leader.
         while replicas.len() > target {
-            let Some(pos) = replicas.iter().rposition(|r| *r != p.leader) else {
+            let Some((pos, _)) = replicas
+                .iter()
+                .enumerate()
+                .filter(|(_, r)| **r != p.leader)
+                .max_by_key(|(i, r)| (load.get(*r).copied().unwrap_or(0), *i))
+            else {
                 break;
             };
             let gone = replicas.remove(pos);

@@ -33,6 +33,7 @@ use std::time::Duration;
 
 use anyhow::{ensure, Context, Result};
 use sluice_broker::client::{Client, ClientConfig, ConfigOp, Isolation, NewTopic, ProduceRecord};
+use sluice_tests::cluster::{Cluster as Brokers, ClusterOptions};
 use sluice_tests::cmd::{self, CmdOutput};
 use sluice_tests::group::{wait_balanced, Member, MemberConfig, MemberKind};
 use sluice_tests::k8s::{repo_root, workspace_binary, ApiServer, OperatorProcess};
@@ -329,6 +330,142 @@ fn bad_manifests_name_file_resource_and_field_and_apply_nothing() -> Result<()> 
     Ok(())
 }
 
+/// How long a replication-factor change may take to settle on three brokers.
+const REASSIGN_SETTLE: Duration = Duration::from_secs(60);
+
+/// Leader and replicas of each partition once every reassignment of
+/// `topic` has finished with `rf` replicas, all in the ISR.
+fn settled_replicas(
+    brokers: &Brokers,
+    topic: &str,
+    rf: usize,
+) -> Result<BTreeMap<i32, (i32, Vec<i32>)>> {
+    let mut last = Vec::new();
+    let settled = wait_for(
+        REASSIGN_SETTLE,
+        &format!("every partition of {topic} to have {rf} replicas, all in sync"),
+        || {
+            last = brokers.partitions(topic)?;
+            let done = !last.is_empty()
+                && last.iter().all(|p| {
+                    let mut replicas = p.replicas.clone();
+                    replicas.sort_unstable();
+                    p.replicas.len() == rf && p.isr == replicas && p.leader >= 0
+                });
+            Ok(done.then(|| {
+                last.iter()
+                    .map(|p| (p.partition, (p.leader, p.replicas.clone())))
+                    .collect()
+            }))
+        },
+    );
+    settled.with_context(|| format!("partitions of {topic}: {last:?}"))
+}
+
+fn rf_yaml(name: &str, partitions: i32, replicas: i32) -> String {
+    format!(
+        "apiVersion: sluice.dev/v1alpha1\nkind: Topic\nmetadata:\n  name: {name}\nspec:\n  partitions: {partitions}\n  replicas: {replicas}\n"
+    )
+}
+
+#[test]
+fn replication_factor_changes_reassign_replicas_across_three_brokers() -> Result<()> {
+    const TOPIC: &str = "ledger";
+    const PARTITIONS: i32 = 3;
+    const RECORDS: usize = 60;
+    let brokers = Brokers::start(3, ClusterOptions::default())?;
+    let b = brokers.bootstrap_all();
+    let rt = rt()?;
+    let c = client(&rt, &b)?;
+    let dir = tempfile::tempdir()?;
+    let manifest = dir.path().join("ledger.yaml");
+    std::fs::write(&manifest, rf_yaml(TOPIC, PARTITIONS, 1))?;
+    apply(dir.path(), &b, &[])?.require_success()?;
+    let one = settled_replicas(&brokers, TOPIC, 1)?;
+    produce(&rt, &c, TOPIC, PARTITIONS, RECORDS)?;
+    let written = keys(&rt, &c, TOPIC)?;
+    ensure!(
+        written.len() == RECORDS,
+        "wrote {} of {RECORDS}",
+        written.len()
+    );
+
+    // 1 -> 3: every broker gets a replica, the leader stays where it was,
+    // and the new replicas hold the same records as the leader.
+    std::fs::write(&manifest, rf_yaml(TOPIC, PARTITIONS, 3))?;
+    let d = diff(dir.path(), &b)?;
+    ensure!(code(&d) == 2, "{d}");
+    ensure!(
+        d.stdout
+            .contains("change the replication factor of ledger: 1 -> 3"),
+        "{d}"
+    );
+    apply(dir.path(), &b, &[])?.require_success()?;
+    let three = settled_replicas(&brokers, TOPIC, 3)?;
+    for (p, (leader, replicas)) in &three {
+        let (old_leader, _) = one[p];
+        ensure!(
+            *leader == old_leader && replicas.first() == Some(&old_leader),
+            "partition {p}: led by {old_leader} before, now {leader} with replicas {replicas:?}"
+        );
+        let log = brokers.replica_log(old_leader, TOPIC, *p)?;
+        brokers.wait_for_replicas_on_to_match(replicas, TOPIC, *p, &log, REASSIGN_SETTLE)?;
+    }
+    let d = diff(dir.path(), &b)?;
+    ensure!(
+        code(&d) == 0,
+        "diff after the reassignment must be in sync: {d}"
+    );
+
+    // More replicas than brokers: refused, named, nothing changed.
+    std::fs::write(&manifest, rf_yaml(TOPIC, PARTITIONS, 4))?;
+    let out = apply(dir.path(), &b, &[])?;
+    ensure!(code(&out) == 1, "{out}");
+    ensure!(
+        out.stdout
+            .contains("topic ledger asks for 4 replicas but the cluster has 3 broker(s)"),
+        "{out}"
+    );
+    ensure!(
+        settled_replicas(&brokers, TOPIC, 3)? == three,
+        "a refused apply moved replicas"
+    );
+
+    // 3 -> 2: one replica of each partition goes, never the leader's, and
+    // each broker keeps two.
+    std::fs::write(&manifest, rf_yaml(TOPIC, PARTITIONS, 2))?;
+    apply(dir.path(), &b, &[])?.require_success()?;
+    let two = settled_replicas(&brokers, TOPIC, 2)?;
+    for (p, (leader, replicas)) in &two {
+        ensure!(
+            *leader == one[p].0,
+            "partition {p}: led by {} before, now {leader} ({replicas:?})",
+            one[p].0
+        );
+    }
+    let mut per_broker: BTreeMap<i32, usize> = BTreeMap::new();
+    for (_, replicas) in two.values() {
+        for r in replicas {
+            *per_broker.entry(*r).or_default() += 1;
+        }
+    }
+    ensure!(
+        per_broker.values().all(|n| *n == 2),
+        "replicas per broker after 3 -> 2: {per_broker:?} ({two:?})"
+    );
+    println!("(leader, replicas) by partition: RF 1 {one:?}, RF 3 {three:?}, RF 2 {two:?}");
+    let d = diff(dir.path(), &b)?;
+    ensure!(code(&d) == 0, "{d}");
+    let read = keys(&rt, &c, TOPIC)?;
+    ensure!(
+        read.iter().collect::<BTreeSet<_>>() == written.iter().collect::<BTreeSet<_>>()
+            && read.len() == RECORDS,
+        "after two reassignments the topic holds {} records, want the {RECORDS} written",
+        read.len()
+    );
+    Ok(())
+}
+
 // ----- in a cluster -----
 
 struct Cluster {
@@ -582,10 +719,16 @@ fn topic_resources_are_created_grown_guarded_reverted_and_deleted_through_kubect
 }
 
 /// Writes `n` records with keys `k0..` round-robin over the topic's partitions.
-fn produce(k: &Cluster, topic: &str, partitions: i32, n: usize) -> Result<()> {
-    k.rt.block_on(async {
+fn produce(
+    rt: &tokio::runtime::Runtime,
+    kafka: &Client,
+    topic: &str,
+    partitions: i32,
+    n: usize,
+) -> Result<()> {
+    rt.block_on(async {
         for i in 0..n {
-            k.kafka
+            kafka
                 .produce(
                     topic,
                     Some(i32::try_from(i)? % partitions),
@@ -618,16 +761,15 @@ fn create(k: &Cluster, topic: &str, partitions: i32) -> Result<()> {
 }
 
 /// Every key in `topic`.
-fn keys(k: &Cluster, topic: &str) -> Result<Vec<String>> {
-    k.rt.block_on(async {
-        let md = k.kafka.metadata(Some(&[topic.to_string()])).await?;
+fn keys(rt: &tokio::runtime::Runtime, kafka: &Client, topic: &str) -> Result<Vec<String>> {
+    rt.block_on(async {
+        let md = kafka.metadata(Some(&[topic.to_string()])).await?;
         let t = md.topic(topic).context("no such topic")?;
         let mut out = Vec::new();
         for p in &t.partitions {
             let mut offset = 0;
             loop {
-                let f = k
-                    .kafka
+                let f = kafka
                     .fetch(topic, p.index, offset, 1 << 20, Isolation::ReadUncommitted)
                     .await?;
                 if f.records.is_empty() {
@@ -650,8 +792,8 @@ fn offset_reset_and_replay_resources_run_to_completion() -> Result<()> {
     let k = Cluster::start()?;
     create(&k, "orders", 2)?;
     create(&k, "orders.dlq", 2)?;
-    produce(&k, "orders", 2, 40)?;
-    produce(&k, "orders.dlq", 2, 30)?;
+    produce(&k.rt, &k.kafka, "orders", 2, 40)?;
+    produce(&k.rt, &k.kafka, "orders.dlq", 2, 30)?;
     // The group has consumed everything.
     k.rt.block_on(k.kafka.commit_offsets(
         "billing",
@@ -735,13 +877,13 @@ fn offset_reset_and_replay_resources_run_to_completion() -> Result<()> {
         s["phase"] == "Completed"
     })?;
     ensure!(s["recordsCopied"] == 30, "{s}");
-    let got: BTreeSet<String> = keys(&k, "orders")?.into_iter().collect();
+    let got: BTreeSet<String> = keys(&k.rt, &k.kafka, "orders")?.into_iter().collect();
     ensure!(
         (0..30).all(|i| got.contains(&format!("k{i}"))),
         "replayed keys missing"
     );
     ensure!(
-        keys(&k, "orders")?.len() == 70,
+        keys(&k.rt, &k.kafka, "orders")?.len() == 70,
         "the replay copied a wrong number of records"
     );
     Ok(())
@@ -752,7 +894,7 @@ fn operator_killed_mid_replay_resumes_and_catches_up_when_restarted() -> Result<
     let mut k = Cluster::start()?;
     create(&k, "source", 1)?;
     create(&k, "copy", 1)?;
-    produce(&k, "source", 1, 200)?;
+    produce(&k.rt, &k.kafka, "source", 1, 200)?;
     k.api.apply(
         "apiVersion: sluice.dev/v1alpha1\nkind: Replay\nmetadata:\n  name: slow\nspec:\n  source:\n    topic: source\n  destination:\n    topic: copy\n  rate: 40\n",
     )?;
@@ -760,7 +902,7 @@ fn operator_killed_mid_replay_resumes_and_catches_up_when_restarted() -> Result<
         s["phase"] == "Running" && s["recordsCopied"].as_u64().is_some_and(|n| n >= 40)
     })?;
     k.operator.kill9()?;
-    let copied_at_kill = keys(&k, "copy")?.len();
+    let copied_at_kill = keys(&k.rt, &k.kafka, "copy")?.len();
     ensure!(
         copied_at_kill < 200,
         "the replay finished before the kill; slow it down"
@@ -771,7 +913,7 @@ fn operator_killed_mid_replay_resumes_and_catches_up_when_restarted() -> Result<
     let s = k.wait_status("replay", "slow", "Completed after the restart", |s| {
         s["phase"] == "Completed"
     })?;
-    let copied = keys(&k, "copy")?;
+    let copied = keys(&k.rt, &k.kafka, "copy")?;
     let distinct: BTreeSet<&String> = copied.iter().collect();
     ensure!(
         distinct.len() == 200,

@@ -356,6 +356,24 @@ fn fewer_replicas_never_drop_the_leader() {
 }
 
 #[test]
+fn fewer_replicas_leave_every_broker_with_the_same_load() {
+    // Three partitions on three brokers, each led by a different broker:
+    // going from 3 replicas to 2 must leave each broker with two, not
+    // drop the last replica of every list.
+    let mut t = observed("ledger", 3, &[2, 3, 1]);
+    t.partitions[0].leader = 2;
+    t.partitions[1].replicas = vec![3, 2, 1];
+    t.partitions[1].leader = 3;
+    t.partitions[2].replicas = vec![1, 2, 3];
+    t.partitions[2].leader = 1;
+    let a = reassign(&t, 2, &[1, 2, 3]);
+    assert_eq!(
+        a,
+        BTreeMap::from([(0, vec![2, 3]), (1, vec![3, 1]), (2, vec![1, 2])])
+    );
+}
+
+#[test]
 fn plan_text_shows_each_change() {
     let mut d = desired("orders");
     d.partitions = Some(6);
