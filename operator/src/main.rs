@@ -8,8 +8,11 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use clap::{Parser, Subcommand};
+use k8s_openapi::api::coordination::v1::Lease;
+use kube::Api;
 use sluice_broker::client::{Client, ClientConfig};
 use sluice_operator::controller::{self, RunOptions};
+use sluice_operator::lease::{self, Leadership, LeaseConfig};
 use sluice_operator::metrics::{self, Metrics};
 use sluice_operator::{cli, crd};
 use tokio_util::sync::CancellationToken;
@@ -23,6 +26,31 @@ use tokio_util::sync::CancellationToken;
 struct Args {
     #[command(subcommand)]
     command: Command,
+}
+
+/// Leader election, for running several replicas of `run`.
+#[derive(clap::Args)]
+struct Election {
+    /// Reconcile only while holding a coordination.k8s.io Lease, so that
+    /// several replicas can run and one of them works at a time.
+    #[arg(long)]
+    leader_elect: bool,
+    /// Namespace of the Lease [default: the pod's (POD_NAMESPACE), else
+    /// --namespace, else default].
+    #[arg(long, env = "POD_NAMESPACE")]
+    lease_namespace: Option<String>,
+    /// Name of the Lease.
+    #[arg(long, default_value = "sluice-operator")]
+    lease_name: String,
+    /// How long a leader that stops renewing keeps the others waiting
+    /// (at least 2s); it renews every fifth of this and gives up after two
+    /// thirds of it without a renewal.
+    #[arg(long, default_value = "15s", value_parser = parse_duration)]
+    lease_duration: Duration,
+    /// This process's name in the Lease [default: POD_NAME or the host
+    /// name, then the process id].
+    #[arg(long)]
+    identity: Option<String>,
 }
 
 #[derive(Subcommand)]
@@ -48,6 +76,8 @@ enum Command {
         /// Also remove topic-level configs that a Topic's spec does not mention.
         #[arg(long)]
         prune_configs: bool,
+        #[command(flatten)]
+        election: Election,
     },
     /// Make the cluster match a file or folder of manifests.
     Apply {
@@ -149,7 +179,19 @@ async fn async_main(args: Args) -> ExitCode {
             metrics_listen,
             requeue,
             prune_configs,
-        } => match run(bootstrap, namespace, metrics_listen, requeue, prune_configs).await {
+            election,
+        } => match run(
+            bootstrap,
+            namespace,
+            metrics_listen,
+            RunOptions {
+                requeue,
+                prune_configs,
+            },
+            election,
+        )
+        .await
+        {
             Ok(()) => ExitCode::SUCCESS,
             Err(e) => {
                 eprintln!("error: {e:#}");
@@ -184,9 +226,13 @@ async fn run(
     bootstrap: String,
     namespace: Option<String>,
     metrics_listen: SocketAddr,
-    requeue: Duration,
-    prune_configs: bool,
+    options: RunOptions,
+    election: Election,
 ) -> anyhow::Result<()> {
+    let lease = election
+        .leader_elect
+        .then(|| lease_config(&election, namespace.as_deref()))
+        .transpose()?;
     let kube = kube::Client::try_default().await.map_err(|e| {
         anyhow::anyhow!("cannot reach Kubernetes: {e} (set KUBECONFIG or run in a pod)")
     })?;
@@ -207,18 +253,66 @@ async fn run(
     tracing::info!("metrics on http://{}/metrics", listener.local_addr()?);
     tokio::spawn(metrics::serve(listener, metrics.clone(), stop.clone()));
     tokio::spawn(signals(stop.clone()));
-    controller::run(
+    // A standby waits here, healthy, until it holds the Lease.
+    let leadership = match lease {
+        Some(config) => {
+            let api = Api::<Lease>::namespaced(kube.clone(), &config.namespace);
+            match lease::acquire(api, config, &stop).await {
+                Some(l) => Some(l),
+                None => return Ok(()),
+            }
+        }
+        None => None,
+    };
+    // The controllers stop on a signal, or when the Lease is lost.
+    let controllers = stop.child_token();
+    if let Some(lost) = leadership.as_ref().map(Leadership::lost) {
+        let controllers = controllers.clone();
+        tokio::spawn(async move {
+            lost.cancelled().await;
+            controllers.cancel();
+        });
+    }
+    metrics.set_leader(true);
+    let ran = controller::run(
         kube,
         kafka,
         namespace,
-        RunOptions {
-            requeue,
-            prune_configs,
-        },
-        metrics,
-        stop,
+        options,
+        metrics.clone(),
+        controllers,
     )
-    .await
+    .await;
+    metrics.set_leader(false);
+    if let Some(l) = leadership {
+        if l.lost().is_cancelled() {
+            ran?;
+            anyhow::bail!(
+                "lost the leader lease; exiting so that this process starts again as a candidate"
+            );
+        }
+        l.release().await;
+    }
+    ran
+}
+
+fn lease_config(e: &Election, namespace: Option<&str>) -> anyhow::Result<LeaseConfig> {
+    anyhow::ensure!(
+        e.lease_duration >= Duration::from_secs(2),
+        "--lease-duration {:?} is too short: use 2s or more (15s is the default)",
+        e.lease_duration
+    );
+    Ok(LeaseConfig {
+        namespace: e
+            .lease_namespace
+            .clone()
+            .filter(|n| !n.is_empty())
+            .or_else(|| namespace.map(str::to_string))
+            .unwrap_or_else(|| "default".into()),
+        name: e.lease_name.clone(),
+        identity: e.identity.clone().unwrap_or_else(lease::default_identity),
+        duration: e.lease_duration,
+    })
 }
 
 /// SIGTERM or SIGINT: stop taking new work, let replays record where they are.

@@ -1,5 +1,6 @@
 //! Prometheus metrics (`/metrics` on `--metrics-listen`): reconciles,
-//! failures by reason, and reconcile duration, per resource kind. The same
+//! failures by reason, and reconcile duration, per resource kind, and
+//! whether this process leads. The same
 //! listener answers `/healthz` for probes.
 
 use std::sync::Arc;
@@ -9,6 +10,7 @@ use prometheus_client::encoding::text::encode;
 use prometheus_client::encoding::EncodeLabelSet;
 use prometheus_client::metrics::counter::Counter;
 use prometheus_client::metrics::family::Family;
+use prometheus_client::metrics::gauge::Gauge;
 use prometheus_client::metrics::histogram::{exponential_buckets, Histogram};
 use prometheus_client::registry::Registry;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
@@ -31,6 +33,7 @@ pub struct Metrics {
     reconciles: Family<KindLabel, Counter>,
     failures: Family<FailureLabels, Counter>,
     duration: Family<KindLabel, Histogram>,
+    leader: Gauge,
 }
 
 impl Default for Metrics {
@@ -58,12 +61,24 @@ impl Metrics {
             "Time one reconcile took",
             duration.clone(),
         );
+        let leader = Gauge::default();
+        registry.register(
+            "leader",
+            "1 while this process runs the controllers (holds the leader lease, or runs without leader election), else 0",
+            leader.clone(),
+        );
         Metrics {
             registry,
             reconciles,
             failures,
             duration,
+            leader,
         }
+    }
+
+    /// Whether this process is the one reconciling.
+    pub fn set_leader(&self, leading: bool) {
+        self.leader.set(i64::from(leading));
     }
 
     pub fn reconciled(&self, kind: &str, took: Duration) {

@@ -14,7 +14,7 @@ use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::time::Duration;
 
-use anyhow::{bail, Context, Result};
+use anyhow::{bail, ensure, Context, Result};
 use tempfile::TempDir;
 
 use crate::cmd::{self, CmdOutput};
@@ -194,6 +194,11 @@ pub struct OperatorProcess {
 impl OperatorProcess {
     /// Starts the operator with `--requeue 2s` so drift is seen quickly.
     pub fn start(api: &ApiServer, bootstrap: &str) -> Result<OperatorProcess> {
+        Self::start_with(api, bootstrap, &[])
+    }
+
+    /// Like [`start`](Self::start), with more arguments for `run`.
+    pub fn start_with(api: &ApiServer, bootstrap: &str, extra: &[&str]) -> Result<OperatorProcess> {
         let dir = tempfile::Builder::new()
             .prefix("sluice-operator-")
             .tempdir()?;
@@ -215,8 +220,28 @@ impl OperatorProcess {
             _dir: dir,
             metrics_addr,
         };
+        op.args.extend(extra.iter().map(|a| a.to_string()));
         op.spawn()?;
         Ok(op)
+    }
+
+    /// Sends `kill -SIGNAL` (STOP, CONT, ...) to the running operator.
+    pub fn signal(&self, signal: &str) -> Result<()> {
+        let c = self.child.as_ref().context("the operator is not running")?;
+        let status = Command::new("kill")
+            .arg(format!("-{signal}"))
+            .arg(c.id().to_string())
+            .status()?;
+        ensure!(status.success(), "kill -{signal} failed: {status}");
+        Ok(())
+    }
+
+    /// The exit status, once the process has exited by itself.
+    pub fn exited(&mut self) -> Result<Option<std::process::ExitStatus>> {
+        match self.child.as_mut() {
+            Some(c) => Ok(c.try_wait()?),
+            None => Ok(None),
+        }
     }
 
     fn spawn(&mut self) -> Result<()> {

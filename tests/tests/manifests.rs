@@ -1,8 +1,9 @@
 //! The YAML under `manifests/`: every document parses as the kind it claims
 //! (Kubernetes' own types, ours, Strimzi's), every kustomization lists the
 //! files of its folder exactly once, and the resources that name each other
-//! agree: the ClusterRole and what the operator does, the service account,
-//! the brokers' Services, disruption budget and command line.
+//! agree: the ClusterRole and the Lease Role with what the operator does,
+//! the service account, the brokers' Services, disruption budget and
+//! command line.
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::path::{Path, PathBuf};
@@ -14,7 +15,9 @@ use k8s_openapi::api::core::v1::{
     ConfigMap, Container, Namespace, PodSpec, Service, ServiceAccount,
 };
 use k8s_openapi::api::policy::v1::PodDisruptionBudget;
-use k8s_openapi::api::rbac::v1::{ClusterRole, ClusterRoleBinding};
+use k8s_openapi::api::rbac::v1::{
+    ClusterRole, ClusterRoleBinding, PolicyRule, Role, RoleBinding, Subject,
+};
 use k8s_openapi::apiextensions_apiserver::pkg::apis::apiextensions::v1::CustomResourceDefinition;
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::{LabelSelector, ObjectMeta};
 use k8s_openapi::apimachinery::pkg::util::intstr::IntOrString;
@@ -43,6 +46,8 @@ enum Object {
     ServiceAccount(Box<ServiceAccount>),
     ClusterRole(Box<ClusterRole>),
     ClusterRoleBinding(Box<ClusterRoleBinding>),
+    Role(Box<Role>),
+    RoleBinding(Box<RoleBinding>),
     Deployment(Box<Deployment>),
     StatefulSet(Box<StatefulSet>),
     Service(Box<Service>),
@@ -211,6 +216,10 @@ fn parse_document(file: &Path, value: Value) -> Result<Object, String> {
         Object::ClusterRole(builtin(value)?)
     } else if is::<ClusterRoleBinding>(v, k) {
         Object::ClusterRoleBinding(builtin(value)?)
+    } else if is::<Role>(v, k) {
+        Object::Role(builtin(value)?)
+    } else if is::<RoleBinding>(v, k) {
+        Object::RoleBinding(builtin(value)?)
     } else if is::<Deployment>(v, k) {
         Object::Deployment(builtin(value)?)
     } else if is::<StatefulSet>(v, k) {
@@ -426,6 +435,8 @@ fn every_manifest_parses_as_the_kind_it_claims() {
             Object::ServiceAccount(o) => Some(&o.metadata),
             Object::ClusterRole(o) => Some(&o.metadata),
             Object::ClusterRoleBinding(o) => Some(&o.metadata),
+            Object::Role(o) => Some(&o.metadata),
+            Object::RoleBinding(o) => Some(&o.metadata),
             Object::Deployment(o) => Some(&o.metadata),
             Object::StatefulSet(o) => Some(&o.metadata),
             Object::Service(o) => Some(&o.metadata),
@@ -526,12 +537,10 @@ fn every_kustomization_lists_its_files_once_and_all_that_exist() {
     assert!(problems.is_empty(), "{}", problems.join("\n"));
 }
 
-#[test]
-fn cluster_role_grants_exactly_what_the_operator_uses() {
-    let docs = manifests();
-    let role = exactly_one(all_of!(docs, ClusterRole), "ClusterRole");
+/// Every (API group, resource, verb) that `rules` grant.
+fn granted(rules: Option<&[PolicyRule]>) -> BTreeSet<(String, String, String)> {
     let mut granted = BTreeSet::new();
-    for rule in role.rules.iter().flatten() {
+    for rule in rules.unwrap_or_default() {
         assert!(
             rule.resource_names.is_none() && rule.non_resource_urls.is_none(),
             "the operator's rules name resource types only"
@@ -544,6 +553,23 @@ fn cluster_role_grants_exactly_what_the_operator_uses() {
             }
         }
     }
+    granted
+}
+
+/// Whether `subjects` name the service account `sa`.
+fn binds(subjects: Option<&[Subject]>, sa: &ServiceAccount) -> bool {
+    subjects.unwrap_or_default().iter().any(|s| {
+        s.kind == "ServiceAccount"
+            && s.name == name(&sa.metadata)
+            && s.namespace.as_deref() == Some(namespace(&sa.metadata))
+    })
+}
+
+#[test]
+fn cluster_role_grants_exactly_what_the_operator_uses() {
+    let docs = manifests();
+    let role = exactly_one(all_of!(docs, ClusterRole), "ClusterRole");
+    let granted = granted(role.rules.as_deref());
     // What the operator does: watch its three resources (and patch Topics'
     // finalizers), write their status by server-side apply, and record
     // Events. Derived from the CRDs, so a new resource type shows up here.
@@ -600,18 +626,51 @@ fn operator_runs_as_the_service_account_its_role_is_bound_to() {
     assert_eq!(binding.role_ref.kind, "ClusterRole");
     assert_eq!(binding.role_ref.api_group, "rbac.authorization.k8s.io");
     assert_eq!(binding.role_ref.name, name(&role.metadata));
-    let subjects = binding.subjects.clone().unwrap_or_default();
     assert!(
-        subjects.iter().any(|s| s.kind == "ServiceAccount"
-            && s.name == name(&sa.metadata)
-            && s.namespace.as_deref() == Some(namespace(&sa.metadata))),
-        "ClusterRoleBinding {} does not bind ServiceAccount {}/{}: {subjects:?}",
+        binds(binding.subjects.as_deref(), sa),
+        "ClusterRoleBinding {} does not bind ServiceAccount {}/{}: {:?}",
         name(&binding.metadata),
         namespace(&sa.metadata),
-        name(&sa.metadata)
+        name(&sa.metadata),
+        binding.subjects
     );
     let ns = exactly_one(all_of!(docs, Namespace), "Namespace");
     assert_eq!(name(&ns.metadata), namespace(&sa.metadata));
+}
+
+#[test]
+fn leader_election_role_grants_only_leases_in_the_operator_namespace() {
+    let docs = manifests();
+    let sa = exactly_one(all_of!(docs, ServiceAccount), "ServiceAccount");
+    let role = exactly_one(all_of!(docs, Role), "Role");
+    let binding = exactly_one(all_of!(docs, RoleBinding), "RoleBinding");
+    // What src/lease.rs does: get the Lease, create it, replace it.
+    let needed: BTreeSet<_> = ["get", "create", "update"]
+        .iter()
+        .map(|v| {
+            (
+                "coordination.k8s.io".to_string(),
+                "leases".to_string(),
+                v.to_string(),
+            )
+        })
+        .collect();
+    assert_eq!(
+        granted(role.rules.as_deref()),
+        needed,
+        "Role {}",
+        name(&role.metadata)
+    );
+    assert_eq!(namespace(&role.metadata), namespace(&sa.metadata));
+    assert_eq!(namespace(&binding.metadata), namespace(&role.metadata));
+    assert_eq!(binding.role_ref.kind, "Role");
+    assert_eq!(binding.role_ref.name, name(&role.metadata));
+    assert!(
+        binds(binding.subjects.as_deref(), sa),
+        "RoleBinding {} does not bind the operator's service account: {:?}",
+        name(&binding.metadata),
+        binding.subjects
+    );
 }
 
 #[test]
@@ -619,12 +678,6 @@ fn operator_deployment_matches_the_operator_command_line() {
     let docs = manifests();
     let deployment = exactly_one(all_of!(docs, Deployment), "Deployment");
     let spec = deployment.spec.as_ref().expect("Deployment spec");
-    assert_eq!(spec.replicas, Some(1), "no leader election: one operator");
-    assert_eq!(
-        spec.strategy.as_ref().and_then(|s| s.type_.as_deref()),
-        Some("Recreate"),
-        "two operators must never overlap, not even during a rollout"
-    );
     assert!(
         selects(
             &spec.selector,
@@ -652,6 +705,13 @@ fn operator_deployment_matches_the_operator_command_line() {
         .and_then(|i| args.get(i + 1))
         .expect("--metrics-listen in args");
     assert_eq!(listen, &format!("0.0.0.0:{metrics}"));
+    // More than one replica only with leader election, and the Lease in
+    // the pod's namespace (where the Role allows it).
+    let replicas = spec.replicas.unwrap_or(1);
+    assert!(
+        replicas == 1 || args.iter().any(|a| a == "--leader-elect"),
+        "{replicas} operator replicas without --leader-elect would all reconcile"
+    );
     for (what, probe) in [
         ("liveness", c.liveness_probe.as_ref()),
         ("readiness", c.readiness_probe.as_ref()),
@@ -678,6 +738,18 @@ fn operator_deployment_matches_the_operator_command_line() {
         pod_name,
         Some("metadata.name"),
         "POD_NAME from the downward API"
+    );
+    let pod_namespace = env
+        .iter()
+        .find(|e| e.name == "POD_NAMESPACE")
+        .and_then(|e| e.value_from.as_ref())
+        .and_then(|v| v.field_ref.as_ref())
+        .map(|f| f.field_path.as_str());
+    assert!(
+        !args.iter().any(|a| a == "--leader-elect")
+            || args.iter().any(|a| a == "--lease-namespace")
+            || pod_namespace == Some("metadata.namespace"),
+        "with --leader-elect the Lease namespace comes from POD_NAMESPACE (downward API) or --lease-namespace"
     );
     let sc = c.security_context.clone().unwrap_or_default();
     assert_eq!(sc.read_only_root_filesystem, Some(true));

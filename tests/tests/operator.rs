@@ -109,10 +109,14 @@ fn code(out: &CmdOutput) -> i32 {
     out.status.code().unwrap_or(-1)
 }
 
+fn rf_yaml(name: &str, partitions: i32, replicas: i32) -> String {
+    format!(
+        "apiVersion: sluice.dev/v1alpha1\nkind: Topic\nmetadata:\n  name: {name}\nspec:\n  partitions: {partitions}\n  replicas: {replicas}\n"
+    )
+}
+
 fn topic_yaml(name: &str, partitions: i32, config: &[(&str, &str)]) -> String {
-    let mut y = format!(
-        "apiVersion: sluice.dev/v1alpha1\nkind: Topic\nmetadata:\n  name: {name}\nspec:\n  partitions: {partitions}\n  replicas: 1\n"
-    );
+    let mut y = rf_yaml(name, partitions, 1);
     if !config.is_empty() {
         y.push_str("  config:\n");
         for (k, v) in config {
@@ -360,12 +364,6 @@ fn settled_replicas(
         },
     );
     settled.with_context(|| format!("partitions of {topic}: {last:?}"))
-}
-
-fn rf_yaml(name: &str, partitions: i32, replicas: i32) -> String {
-    format!(
-        "apiVersion: sluice.dev/v1alpha1\nkind: Topic\nmetadata:\n  name: {name}\nspec:\n  partitions: {partitions}\n  replicas: {replicas}\n"
-    )
 }
 
 #[test]
@@ -934,5 +932,139 @@ fn operator_killed_mid_replay_resumes_and_catches_up_when_restarted() -> Result<
     // A clean stop exits 0.
     let status = k.operator.stop()?;
     ensure!(status.success(), "SIGTERM exit: {status}");
+    Ok(())
+}
+
+/// `run --leader-elect` with a short Lease, as identity `name`.
+fn candidate(api: &ApiServer, bootstrap: &str, name: &str) -> Result<OperatorProcess> {
+    OperatorProcess::start_with(
+        api,
+        bootstrap,
+        &[
+            "--leader-elect",
+            "--lease-namespace",
+            "default",
+            "--lease-duration",
+            "3s",
+            "--identity",
+            name,
+        ],
+    )
+}
+
+/// The value of an unlabelled metric line `name VALUE`, 0 when absent.
+fn metric(op: &OperatorProcess, name: &str) -> Result<f64> {
+    let text = op.metrics()?;
+    Ok(text
+        .lines()
+        .find_map(|l| l.strip_prefix(name)?.strip_prefix(' ')?.trim().parse().ok())
+        .unwrap_or(0.0))
+}
+
+fn lease_holder(api: &ApiServer) -> Result<Option<(String, i64)>> {
+    Ok(api.get("lease", "sluice-operator")?.and_then(|l| {
+        let holder = l["spec"]["holderIdentity"].as_str()?.to_string();
+        Some((holder, l["spec"]["leaseTransitions"].as_i64().unwrap_or(0)))
+    }))
+}
+
+fn wait_holder(api: &ApiServer, who: &str) -> Result<i64> {
+    wait_for(CONVERGE, &format!("{who} to hold the leader lease"), || {
+        Ok(lease_holder(api)?.and_then(|(h, transitions)| (h == who).then_some(transitions)))
+    })
+}
+
+#[test]
+fn two_operators_elect_one_leader_and_hand_over_on_kill_and_on_sigterm() -> Result<()> {
+    let api = ApiServer::start()?;
+    api.install_crds()?;
+    let broker = BrokerProcess::start()?;
+    let b = broker.bootstrap();
+    let rt = rt()?;
+    let kafka = client(&rt, &b)?;
+    let exists = |t: &str| -> Result<bool> { Ok(topics(&rt, &kafka)?.contains_key(t)) };
+
+    let mut a = candidate(&api, &b, "op-a")?;
+    wait_holder(&api, "op-a")?;
+    let mut standby = candidate(&api, &b, "op-b")?;
+    api.apply(&topic_yaml("alpha", 2, &[]))?;
+    wait_until(CONVERGE, "topic alpha to be created", || {
+        exists("alpha").unwrap_or(false)
+    })?;
+    wait_until(CONVERGE, "op-a to report itself leader", || {
+        metric(&a, "sluice_operator_leader").is_ok_and(|v| v == 1.0)
+    })?;
+    // The standby is up (its metrics answer) but does nothing.
+    ensure!(
+        metric(&standby, "sluice_operator_leader")? == 0.0,
+        "the standby reports itself leader"
+    );
+    let standby_reconciles = standby.metrics()?;
+    ensure!(
+        !standby_reconciles.contains("sluice_operator_reconciles_total{"),
+        "the standby reconciled:\n{standby_reconciles}"
+    );
+    ensure!(lease_holder(&api)?.map(|(h, _)| h) == Some("op-a".into()));
+
+    // kill -9 the leader: the standby takes over once the Lease expires
+    // and reconciles what was applied meanwhile.
+    a.kill9()?;
+    let killed = std::time::Instant::now();
+    api.apply(&topic_yaml("beta", 1, &[]))?;
+    let transitions = wait_holder(&api, "op-b")?;
+    wait_until(CONVERGE, "topic beta to be created by op-b", || {
+        exists("beta").unwrap_or(false)
+    })?;
+    let took_over = killed.elapsed();
+    ensure!(
+        transitions >= 1,
+        "leaseTransitions {transitions} after a takeover"
+    );
+    ensure!(metric(&standby, "sluice_operator_leader")? == 1.0);
+
+    // The old leader comes back as a standby.
+    a = candidate(&api, &b, "op-a")?;
+    wait_until(CONVERGE, "op-a to answer /metrics", || a.metrics().is_ok())?;
+    std::thread::sleep(Duration::from_secs(4));
+    ensure!(
+        lease_holder(&api)?.map(|(h, _)| h) == Some("op-b".into()),
+        "the restarted op-a took the Lease from a live leader"
+    );
+    ensure!(metric(&a, "sluice_operator_leader")? == 0.0);
+
+    // SIGTERM: the leader exits cleanly and gives the Lease up, so op-a
+    // takes over without waiting for it to expire.
+    let status = standby.stop()?;
+    ensure!(status.success(), "op-b exited with {status}");
+    let stopped = std::time::Instant::now();
+    api.apply(&topic_yaml("gamma", 1, &[]))?;
+    wait_holder(&api, "op-a")?;
+    wait_until(CONVERGE, "topic gamma to be created by op-a", || {
+        exists("gamma").unwrap_or(false)
+    })?;
+    let handed_over = stopped.elapsed();
+    ensure!(a.exited()?.is_none(), "op-a exited:\n{}", a.log_tail());
+
+    // A leader frozen past its Lease (SIGSTOP: a long GC-like pause, a
+    // partitioned node) finds on waking that another took over, and exits
+    // non-zero instead of reconciling beside it.
+    a.signal("STOP")?;
+    let mut op_b = candidate(&api, &b, "op-b")?;
+    wait_holder(&api, "op-b")?;
+    a.signal("CONT")?;
+    let status = wait_for(CONVERGE, "the frozen op-a to exit", || a.exited())?;
+    ensure!(
+        !status.success() && a.log_tail().contains("lost the leader lease"),
+        "op-a woke after losing the Lease and exited with {status}:\n{}",
+        a.log_tail()
+    );
+    ensure!(lease_holder(&api)?.map(|(h, _)| h) == Some("op-b".into()));
+    println!(
+        "takeover after kill -9: {:.1} s (Lease 3 s); after SIGTERM: {:.1} s; a leader frozen past its Lease exited with {status}",
+        took_over.as_secs_f64(),
+        handed_over.as_secs_f64()
+    );
+    let status = op_b.stop()?;
+    ensure!(status.success(), "op-b exited with {status}");
     Ok(())
 }
