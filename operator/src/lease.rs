@@ -239,7 +239,11 @@ pub async fn acquire(
     let mut elector = Elector::new(api, config);
     let mut last_other = None;
     loop {
-        match elector.try_acquire_or_renew().await {
+        let attempt = tokio::time::timeout(elector.config.duration, elector.try_acquire_or_renew());
+        match attempt
+            .await
+            .unwrap_or_else(|_| Err(kube::Error::Service("timed out".into())))
+        {
             Ok(Attempt::Held) => break,
             Ok(Attempt::Other(holder)) => {
                 if holder.is_some() && holder != last_other {
@@ -285,7 +289,13 @@ async fn renew(mut elector: Elector, lost: CancellationToken, release: Cancellat
             }
             _ = tokio::time::sleep(elector.config.retry()) => {}
         }
-        match elector.try_acquire_or_renew().await {
+        // An API call that hangs must not keep a leader past its deadline.
+        let left = elector
+            .config
+            .renew_deadline()
+            .saturating_sub(renewed.elapsed());
+        let attempt = tokio::time::timeout(left, elector.try_acquire_or_renew()).await;
+        match attempt.unwrap_or_else(|_| Err(kube::Error::Service("timed out".into()))) {
             Ok(Attempt::Held) => renewed = Instant::now(),
             Ok(Attempt::Other(Some(holder))) => {
                 tracing::error!(%holder, "the leader lease was taken over");
