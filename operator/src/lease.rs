@@ -177,10 +177,18 @@ impl Elector {
         }
     }
 
+    /// [`try_acquire_or_renew`](Self::try_acquire_or_renew) given at most
+    /// `limit`: an API call that hangs counts as a failed attempt.
+    async fn attempt_within(&mut self, limit: Duration) -> Result<Attempt, kube::Error> {
+        tokio::time::timeout(limit, self.try_acquire_or_renew())
+            .await
+            .unwrap_or_else(|_| Err(kube::Error::Service("timed out".into())))
+    }
+
     /// Empties the holder so a standby takes over at once. Only if we
     /// still hold it; failures are logged, the Lease then simply expires.
     async fn release(&mut self) {
-        let lease = match self.api.get_opt(&self.config.name).await {
+        let mut lease = match self.api.get_opt(&self.config.name).await {
             Ok(Some(l)) => l,
             Ok(None) => return,
             Err(e) => {
@@ -188,7 +196,6 @@ impl Elector {
                 return;
             }
         };
-        let mut lease = lease;
         let Some(spec) = lease.spec.as_mut() else {
             return;
         };
@@ -239,11 +246,8 @@ pub async fn acquire(
     let mut elector = Elector::new(api, config);
     let mut last_other = None;
     loop {
-        let attempt = tokio::time::timeout(elector.config.duration, elector.try_acquire_or_renew());
-        match attempt
-            .await
-            .unwrap_or_else(|_| Err(kube::Error::Service("timed out".into())))
-        {
+        let limit = elector.config.duration;
+        match elector.attempt_within(limit).await {
             Ok(Attempt::Held) => break,
             Ok(Attempt::Other(holder)) => {
                 if holder.is_some() && holder != last_other {
@@ -294,8 +298,7 @@ async fn renew(mut elector: Elector, lost: CancellationToken, release: Cancellat
             .config
             .renew_deadline()
             .saturating_sub(renewed.elapsed());
-        let attempt = tokio::time::timeout(left, elector.try_acquire_or_renew()).await;
-        match attempt.unwrap_or_else(|_| Err(kube::Error::Service("timed out".into()))) {
+        match elector.attempt_within(left).await {
             Ok(Attempt::Held) => renewed = Instant::now(),
             Ok(Attempt::Other(Some(holder))) => {
                 tracing::error!(%holder, "the leader lease was taken over");

@@ -728,27 +728,24 @@ fn operator_deployment_matches_the_operator_command_line() {
         );
     }
     let env = c.env.clone().unwrap_or_default();
-    let pod_name = env
-        .iter()
-        .find(|e| e.name == "POD_NAME")
-        .and_then(|e| e.value_from.as_ref())
-        .and_then(|v| v.field_ref.as_ref())
-        .map(|f| f.field_path.as_str());
+    // The downward API field an environment variable is set from.
+    let field = |name: &str| {
+        env.iter()
+            .find(|e| e.name == name)
+            .and_then(|e| e.value_from.as_ref())
+            .and_then(|v| v.field_ref.as_ref())
+            .map(|f| f.field_path.clone())
+    };
     assert_eq!(
-        pod_name,
+        field("POD_NAME").as_deref(),
         Some("metadata.name"),
         "POD_NAME from the downward API"
     );
-    let pod_namespace = env
-        .iter()
-        .find(|e| e.name == "POD_NAMESPACE")
-        .and_then(|e| e.value_from.as_ref())
-        .and_then(|v| v.field_ref.as_ref())
-        .map(|f| f.field_path.as_str());
+    let pod_namespace = field("POD_NAMESPACE");
     assert!(
         !args.iter().any(|a| a == "--leader-elect")
             || args.iter().any(|a| a == "--lease-namespace")
-            || pod_namespace == Some("metadata.namespace"),
+            || pod_namespace.as_deref() == Some("metadata.namespace"),
         "with --leader-elect the Lease namespace comes from POD_NAMESPACE (downward API) or --lease-namespace"
     );
     let sc = c.security_context.clone().unwrap_or_default();

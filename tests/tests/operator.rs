@@ -999,9 +999,16 @@ fn two_operators_elect_one_leader_and_hand_over_on_kill_and_on_sigterm() -> Resu
         metric(&standby, "sluice_operator_leader")? == 0.0,
         "the standby reports itself leader"
     );
+    // The leader's metrics show the series the standby must not have.
+    let reconciled = "sluice_operator_reconciles_total{";
+    let leader_metrics = a.metrics()?;
+    ensure!(
+        leader_metrics.contains(reconciled),
+        "the leader reports no reconciles:\n{leader_metrics}"
+    );
     let standby_reconciles = standby.metrics()?;
     ensure!(
-        !standby_reconciles.contains("sluice_operator_reconciles_total{"),
+        !standby_reconciles.contains(reconciled),
         "the standby reconciled:\n{standby_reconciles}"
     );
     ensure!(lease_holder(&api)?.map(|(h, _)| h) == Some("op-a".into()));
